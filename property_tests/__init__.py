@@ -1,0 +1,1 @@
+"""Hypothesis property tests of attention kernels against a float64 oracle."""
