@@ -84,7 +84,8 @@ def flash_attention(
     check_block_size("kv_block_size", kv_block_size)
     if scale is None:
         scale = 1.0 / math.sqrt(head_size)
-    compute_dtype = torch.promote_types(q.dtype, torch.float32)
+    # fp16 / bf16 inputs are computed in fp32 (like litert-torch's softmax); fp64 stays fp64.
+    compute_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     batch, seq_q, num_heads, head_dim = q.shape
     seq_kv, num_kv_heads = k.shape[1], k.shape[2]
     group = num_heads // num_kv_heads  # R: query heads per KV head
