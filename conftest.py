@@ -76,7 +76,7 @@ def pytest_sessionstart(session):
     session.config.results_writer = ResultsWriter(path)
     session.config.results_writer.write_header(
         attention_impl=session.config.attention_impl_spec,
-        hypothesis_profile=settings._current_profile,
+        hypothesis_profile=settings.get_current_profile_name(),
     )
 
 
