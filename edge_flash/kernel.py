@@ -175,37 +175,58 @@ def _attend_query_block(
     """
     batch, num_kv_heads, group, rows, head_dim = q_block.shape
     t1 = t0 + rows
-    seq_kv = k_t.shape[-1]
-    dtype = q_block.dtype
-    lowest = torch.finfo(dtype).min
+    lowest = torch.finfo(q_block.dtype).min
     q_flat = q_block.reshape(batch, num_kv_heads, group * rows, head_dim)  # (B, G, R*T', H)
 
-    running_max = torch.full((batch, num_kv_heads, group, rows, 1), lowest, dtype=dtype)
-    running_sum = torch.zeros((batch, num_kv_heads, group, rows, 1), dtype=dtype)
-    acc = torch.zeros((batch, num_kv_heads, group, rows, head_dim), dtype=dtype)
-    for s0 in range(0, seq_kv, kv_block_size):
-        s1 = min(s0 + kv_block_size, seq_kv)
+    running_max = running_sum = acc = None
+    for s0 in range(0, k_t.shape[-1], kv_block_size):
+        s1 = min(s0 + kv_block_size, k_t.shape[-1])
         if causal and s0 > t1 - 1:
             break  # Every later column is above the diagonal for every row here.
-        scores = q_flat @ k_t[:, :, :, s0:s1]  # (B, G, R*T', S')
-        if softcap is not None:
-            scores = torch.tanh(scores / softcap) * softcap
-        scores = scores.reshape(batch, num_kv_heads, group, rows, s1 - s0)  # (B, G, R, T', S')
-        for bias in biases:
-            scores = scores + _slice_bias(bias, t0, t1, s0, s1)
-        if causal and s1 - 1 > t0:
-            scores = scores + _causal_block(t0, t1, s0, s1, dtype)
-
-        # Clamped at `lowest`, so fully masked rows keep a finite max.
-        block_max = torch.clamp(scores.amax(dim=-1, keepdim=True), min=lowest)
-        new_max = torch.maximum(running_max, block_max)
-        correction = torch.exp(running_max - new_max)  # (B, G, R, T', 1)
+        scores = _block_scores(q_flat, k_t, biases, causal, softcap, rows, t0, s0, s1)
+        # Clamped at `lowest`, so a fully masked row keeps a finite max and
+        # exp(-inf - max) is 0, never exp(-inf + inf) = NaN.
+        block_max = torch.clamp(scores.amax(dim=-1, keepdim=True), min=lowest)  # (B, G, R, T', 1)
+        new_max = block_max if running_max is None else torch.maximum(running_max, block_max)
         probs = torch.exp(scores - new_max)  # (B, G, R, T', S')
-        running_sum = running_sum * correction + probs.sum(dim=-1, keepdim=True)
-        probs_flat = probs.reshape(batch, num_kv_heads, group * rows, s1 - s0)
-        weighted = (probs_flat @ v_g[:, :, s0:s1]).reshape(acc.shape)  # (B, G, R, T', H)
-        acc = acc * correction + weighted
+        probs_flat = probs.reshape(batch, num_kv_heads, group * rows, s1 - s0)  # (B, G, R*T', S')
+        weighted = (probs_flat @ v_g[:, :, s0:s1]).reshape(q_block.shape)  # (B, G, R, T', H)
+        block_sum = probs.sum(dim=-1, keepdim=True)
+        if running_max is None:  # First block: nothing to rescale (saves ops in the graph).
+            running_sum, acc = block_sum, weighted
+        else:
+            correction = torch.exp(running_max - new_max)  # <= 1: rescales the old sums.
+            running_sum = running_sum * correction + block_sum
+            acc = acc * correction + weighted
         running_max = new_max
     # A row that saw a key has running_sum >= 1 (its max contributes exp(0));
     # a row that saw none has acc = 0 and running_sum = 0, and 0 / tiny = 0.
-    return acc / torch.clamp(running_sum, min=torch.finfo(dtype).tiny)
+    return acc / torch.clamp(running_sum, min=torch.finfo(q_block.dtype).tiny)
+
+
+def _block_scores(
+    q_flat: torch.Tensor,
+    k_t: torch.Tensor,
+    biases: List[torch.Tensor],
+    causal: bool,
+    softcap: Optional[float],
+    rows: int,
+    t0: int,
+    s0: int,
+    s1: int,
+) -> torch.Tensor:
+    """Scores of query rows [t0, t0 + rows) against keys [s0, s1): (B, G, R, T', S').
+
+    q_flat (B, G, R*T', H) already scaled; softcap then biases then causal mask,
+    in litert-torch's order.
+    """
+    batch, num_kv_heads, group_rows, _ = q_flat.shape
+    scores = q_flat @ k_t[:, :, :, s0:s1]  # (B, G, R*T', S')
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.reshape(batch, num_kv_heads, group_rows // rows, rows, s1 - s0)
+    for bias in biases:
+        scores = scores + _slice_bias(bias, t0, t0 + rows, s0, s1)
+    if causal and s1 - 1 > t0:
+        scores = scores + _causal_block(t0, t0 + rows, s0, s1, scores.dtype)
+    return scores
