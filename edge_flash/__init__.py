@@ -1,9 +1,29 @@
 """edge_flash: blockwise ("flash") attention for litert-torch decoder models.
 
 The system under test of this project. ``flash_attention`` has exactly the
-contract of litert-torch's ``scaled_dot_product_attention``.
+contract of litert-torch's ``scaled_dot_product_attention``; the rest puts it
+into litert-torch models (per instance), loads checkpoints, converts to TFLite
+and runs the result in LiteRT.
 """
 
+from edge_flash.checkpoints import (
+    CACHE_ENV,
+    CheckpointCacheError,
+    resolve_cache_dir,
+    shipped_smollm2_checkpoint,
+)
 from edge_flash.kernel import DEFAULT_KV_BLOCK_SIZE, DEFAULT_Q_BLOCK_SIZE, flash_attention
+from edge_flash.loader import CheckpointError, read_hf_config, require_tokenizer
 
-__all__ = ["flash_attention", "DEFAULT_Q_BLOCK_SIZE", "DEFAULT_KV_BLOCK_SIZE"]
+__all__ = [
+    "flash_attention",
+    "DEFAULT_Q_BLOCK_SIZE",
+    "DEFAULT_KV_BLOCK_SIZE",
+    "CACHE_ENV",
+    "CheckpointCacheError",
+    "CheckpointError",
+    "read_hf_config",
+    "require_tokenizer",
+    "resolve_cache_dir",
+    "shipped_smollm2_checkpoint",
+]
