@@ -12,10 +12,24 @@ from edge_flash.checkpoints import (
     resolve_cache_dir,
     shipped_smollm2_checkpoint,
 )
+from edge_flash.integration import (
+    AttentionFunction,
+    RoutedCausalSelfAttention,
+    attention_functions,
+    enable_flash_attention,
+    use_attention,
+    use_standard_attention,
+)
 from edge_flash.kernel import DEFAULT_KV_BLOCK_SIZE, DEFAULT_Q_BLOCK_SIZE, flash_attention
 from edge_flash.loader import CheckpointError, read_hf_config, require_tokenizer
 
 __all__ = [
+    "AttentionFunction",
+    "RoutedCausalSelfAttention",
+    "attention_functions",
+    "enable_flash_attention",
+    "use_attention",
+    "use_standard_attention",
     "flash_attention",
     "DEFAULT_Q_BLOCK_SIZE",
     "DEFAULT_KV_BLOCK_SIZE",

@@ -127,7 +127,8 @@ def load_weights(
             " (layers, projections, LM head) of the model being built"
         ) from None
     except (ValueError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint '{path}' does not fit the model: {_first_line(error)}")
+        message = f"checkpoint '{path}' does not fit the model: {_first_line(error)}"
+        raise CheckpointError(message) from None
     return model
 
 
