@@ -6,12 +6,15 @@ into litert-torch models (per instance), loads checkpoints, converts to TFLite
 and runs the result in LiteRT.
 """
 
+from edge_flash import smollm, tiny_llama
+from edge_flash.builders import AUTO_FLASH_MIN_SEQ_LEN, build_model
 from edge_flash.checkpoints import (
     CACHE_ENV,
     CheckpointCacheError,
     resolve_cache_dir,
     shipped_smollm2_checkpoint,
 )
+from edge_flash.hf_config import ConfigMismatchError, model_config_from_hf
 from edge_flash.integration import (
     AttentionFunction,
     RoutedCausalSelfAttention,
@@ -24,6 +27,12 @@ from edge_flash.kernel import DEFAULT_KV_BLOCK_SIZE, DEFAULT_Q_BLOCK_SIZE, flash
 from edge_flash.loader import CheckpointError, read_hf_config, require_tokenizer
 
 __all__ = [
+    "AUTO_FLASH_MIN_SEQ_LEN",
+    "ConfigMismatchError",
+    "build_model",
+    "model_config_from_hf",
+    "smollm",
+    "tiny_llama",
     "AttentionFunction",
     "RoutedCausalSelfAttention",
     "attention_functions",

@@ -1,0 +1,156 @@
+"""Test checkpoints: real HF checkpoint directories with random (seeded) weights.
+
+- ``write_tinyllama_shaped_checkpoint``: TinyLlama-1.1B's config.json fields
+  (hidden 2048, 32 heads, 4 KV heads, head_dim 64, intermediate 5632, RoPE base
+  10000, RMSNorm eps 1e-5, untied embeddings) with fewer layers and a small vocab.
+- ``write_tiny_random_llama_checkpoint``: TinyLlama's attention shape (32 heads,
+  4 KV heads, head_dim 64) on a narrow model (hidden 256) for the quick tests.
+
+Both write ``config.json``, ``model.safetensors`` (HF tensor names, fp32) that
+both transformers and ``edge_flash.build_model`` load, and a byte-level BPE
+tokenizer (259 tokens: ``<unk>``, ``<s>``, ``</s>`` and the 256 bytes, no merges)
+built offline, when the vocab has room for it (``vocab_size >= 259``); with a
+smaller vocab the checkpoint has no tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+# TinyLlama-1.1B-Chat-v1.0's config.json, field by field (weights stored fp32 here).
+TINYLLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "initializer_range": 0.02,
+    "intermediate_size": 5632,
+    "max_position_embeddings": 2048,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 22,
+    "num_key_value_heads": 4,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+    "use_cache": True,
+    "vocab_size": 32000,
+}
+# The quick tests' model: TinyLlama's attention (N=32, G=4, H=64) on hidden 256.
+TINY_RANDOM_LLAMA_OVERRIDES = {
+    "hidden_size": 256,
+    "head_dim": 64,
+    "intermediate_size": 512,
+    "max_position_embeddings": 512,
+}
+BYTE_TOKENIZER_SIZE = 259  # <unk>, <s>, </s> + 256 byte symbols.
+# Weight scale of HF's Llama init (initializer_range); norm weights get
+# 1 + 0.1 * noise so that a swapped or missing norm is visible in the logits.
+_INIT_STD = 0.02
+_NORM_NOISE = 0.1
+
+
+def write_tinyllama_shaped_checkpoint(
+    path: os.PathLike, num_layers: int = 2, vocab_size: int = 512, seed: int = 0, **overrides
+) -> Path:
+    """Writes a TinyLlama-1.1B-shaped HF checkpoint with random weights; returns the directory.
+
+    Args:
+      path: directory to create (parents too); existing files are overwritten.
+      num_layers: ``num_hidden_layers`` (TinyLlama has 22).
+      vocab_size: ``vocab_size`` (TinyLlama has 32000); >= 259 adds a tokenizer.
+      seed: seeds every weight (same seed, same bytes).
+      overrides: any other config.json field (e.g. ``tie_word_embeddings=True``).
+
+    Raises:
+      ValueError: if ``num_layers`` or ``vocab_size`` is not a positive int.
+    """
+    config = dict(TINYLLAMA_CONFIG, num_hidden_layers=num_layers, vocab_size=vocab_size)
+    config.update(overrides)
+    return write_llama_checkpoint(path, config, seed)
+
+
+def write_tiny_random_llama_checkpoint(
+    path: os.PathLike, num_layers: int = 2, vocab_size: int = 512, seed: int = 0, **overrides
+) -> Path:
+    """Writes the quick tests' tiny Llama (TinyLlama attention shape, hidden 256)."""
+    merged = dict(TINY_RANDOM_LLAMA_OVERRIDES, **overrides)
+    return write_tinyllama_shaped_checkpoint(path, num_layers, vocab_size, seed, **merged)
+
+
+def write_llama_checkpoint(path: os.PathLike, config: dict, seed: int = 0) -> Path:
+    """Writes ``config`` as config.json plus seeded random weights for it; returns the directory."""
+    from safetensors.torch import save_file
+
+    for name in ("num_hidden_layers", "vocab_size"):
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} ({value!r}) must be a positive int")
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_file(
+        llama_state_dict(config, seed), str(directory / "model.safetensors"), {"format": "pt"}
+    )
+    if config["vocab_size"] >= BYTE_TOKENIZER_SIZE:
+        write_byte_tokenizer(directory)
+    return directory
+
+
+def llama_state_dict(config: dict, seed: int = 0) -> dict:
+    """Seeded random fp32 tensors with HF Llama names and shapes for ``config``."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    inter = config["intermediate_size"]
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator) * _INIT_STD
+
+    def norm_weight():
+        return 1.0 + _NORM_NOISE * torch.randn(hidden, generator=generator)
+
+    state = {"model.embed_tokens.weight": normal(config["vocab_size"], hidden)}
+    for i in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{i}"
+        state[f"{prefix}.self_attn.q_proj.weight"] = normal(heads * head_dim, hidden)
+        state[f"{prefix}.self_attn.k_proj.weight"] = normal(kv_heads * head_dim, hidden)
+        state[f"{prefix}.self_attn.v_proj.weight"] = normal(kv_heads * head_dim, hidden)
+        state[f"{prefix}.self_attn.o_proj.weight"] = normal(hidden, heads * head_dim)
+        state[f"{prefix}.mlp.gate_proj.weight"] = normal(inter, hidden)
+        state[f"{prefix}.mlp.up_proj.weight"] = normal(inter, hidden)
+        state[f"{prefix}.mlp.down_proj.weight"] = normal(hidden, inter)
+        state[f"{prefix}.input_layernorm.weight"] = norm_weight()
+        state[f"{prefix}.post_attention_layernorm.weight"] = norm_weight()
+    state["model.norm.weight"] = norm_weight()
+    if not config.get("tie_word_embeddings", False):
+        state["lm_head.weight"] = normal(config["vocab_size"], hidden)
+    return state
+
+
+def write_byte_tokenizer(directory: os.PathLike) -> None:
+    """Writes a byte-level BPE tokenizer without merges (any text, 259 ids) for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: index for index, token in enumerate(specials + byte_symbols)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    wrapped.save_pretrained(str(directory))
