@@ -6,6 +6,7 @@ Everything cross-cutting lives here so the property and parity suites share it.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -69,6 +70,13 @@ def attention_impl_spec_str(pytestconfig):
     return pytestconfig.attention_impl_spec
 
 
+# The session's config, for hooks that are not given it (pytest_runtest_logreport).
+_SESSION: dict = {}
+# A failure's message in the results file: its last characters, where pytest puts
+# the assertion and the error; the JUnit file keeps the whole traceback.
+_FAILURE_MESSAGE_CHARS = 4000
+
+
 def pytest_sessionstart(session):
     from parity.results import DEFAULT_RESULTS_PATH, RESULTS_ENV, ResultsWriter
 
@@ -78,12 +86,48 @@ def pytest_sessionstart(session):
         attention_impl=session.config.attention_impl_spec,
         hypothesis_profile=settings.get_current_profile_name(),
     )
+    session.config.results_outcomes = {"passed": 0, "failed": 0, "skipped": 0}
+    session.config.results_started = time.perf_counter()
+    _SESSION["config"] = session.config
 
 
-def pytest_sessionfinish(session):
+def pytest_runtest_logreport(report):
+    """Counts outcomes and streams each failure (with its message) to the results file."""
+    config = _SESSION.get("config")
+    writer = getattr(config, "results_writer", None)
+    if writer is None:
+        return
+    outcomes = config.results_outcomes
+    if report.failed:
+        outcomes["failed"] += 1
+        message = report.longreprtext[-_FAILURE_MESSAGE_CHARS:]
+        writer.write_event("test_failed", test=report.nodeid, when=report.when, message=message)
+    elif report.skipped:
+        outcomes["skipped"] += 1
+    elif report.when == "call":
+        outcomes["passed"] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
     writer = getattr(session.config, "results_writer", None)
     if writer is not None:
+        writer.write_footer(
+            exitstatus=int(exitstatus),
+            testscollected=session.testscollected,
+            duration_s=time.perf_counter() - session.config.results_started,
+            **session.config.results_outcomes,
+        )
         writer.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _junit_suite_properties(record_testsuite_property, pytestconfig):
+    """Package versions and the attention impl, as JUnit <testsuite> properties."""
+    from parity.results import package_versions
+
+    record_testsuite_property("attention_impl", pytestconfig.attention_impl_spec)
+    for name, version in package_versions().items():
+        record_testsuite_property(f"version.{name}", version)
 
 
 @pytest.fixture
@@ -91,16 +135,18 @@ def record_result(request):
     """Records one comparison row: ``record_result(suite=..., case_id=..., ...)``.
 
     The row is streamed to the results file (``PARITY_RESULTS``, default
-    reports/results.jsonl) and its key numbers become JUnit properties.
+    reports/results.jsonl) and its key numbers become JUnit properties of the
+    test, named ``<case_id>:<legs>.<metric>`` (value, ``.tolerance``, ``.passed``).
     """
     from parity.results import ResultRow
 
     def _record(**fields):
         row = ResultRow(test=request.node.nodeid, **fields)
         request.config.results_writer.record(row)
-        prefix = f"{row.legs}.{row.metric}"
+        prefix = f"{row.case_id}:{row.legs}.{row.metric}"
         request.node.user_properties.append((prefix, row.value))
         request.node.user_properties.append((f"{prefix}.tolerance", row.tolerance))
+        request.node.user_properties.append((f"{prefix}.passed", row.passed))
         return row
 
     return _record

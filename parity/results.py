@@ -1,7 +1,15 @@
 """Result rows: one per comparison, streamed to a JSON-lines file as they happen.
 
-Each row is flushed and fsynced when recorded, so a crash or interrupt loses
+Each line is flushed and fsynced when written, so a crash or interrupt loses
 nothing written so far. The report (``parity.report``) reads these files.
+
+A results file holds, in order of writing, JSON objects of four kinds:
+- a header per session (``"header": true``): package versions, attention impl, profile;
+- rows (``ResultRow``): one per comparison or benchmark measurement;
+- events (``"event": "test_failed"``): a failing test, with its message, so the
+  report can say what failed even when no row did;
+- a footer per session (``"footer": true``): exit status, counts, duration.
+A session with a header and no footer was interrupted or crashed.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ _VERSIONED_PACKAGES = (
     "tensorflow-cpu",
     "transformers",
     "hypothesis",
+    "numpy",
+    "pandas",
+    "matplotlib",
 )
 
 
@@ -65,6 +76,18 @@ def package_versions() -> dict:
     return versions
 
 
+def machine_info() -> dict:
+    """The machine a session ran on: OS, CPU count, total memory."""
+    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "memory_bytes": None}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass  # Not Linux: the memory stays unknown, which the report shows as such.
+    return info
+
+
 class ResultsWriter:
     """Appends rows to a JSON-lines file; first line of a session is a header."""
 
@@ -74,7 +97,9 @@ class ResultsWriter:
         self._file = self.path.open("a", encoding="utf-8")
 
     def write_header(self, **fields: Any) -> None:
-        self._write(json.dumps({"header": True, "versions": package_versions(), **fields}))
+        header = {"header": True, "versions": package_versions(), "machine": machine_info()}
+        header["started"] = time.time()
+        self._write(json.dumps({**header, **fields}, sort_keys=True, default=str))
 
     def record(self, row: ResultRow) -> None:
         self._write(row.to_json())
@@ -84,17 +109,75 @@ class ResultsWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
 
+    def write_event(self, event: str, **fields: Any) -> None:
+        """Writes an event line, e.g. ``write_event("test_failed", test=..., message=...)``."""
+        self._write(json.dumps({"event": event, **fields}, sort_keys=True, default=str))
+
+    def write_footer(self, **fields: Any) -> None:
+        """Ends a session: exit status, counts, duration."""
+        self._write(json.dumps({"footer": True, **fields}, sort_keys=True, default=str))
+
     def close(self) -> None:
         self._file.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+@dataclasses.dataclass
+class ResultsFile:
+    """Everything in one results file, by kind, in file order."""
+
+    headers: list[dict]
+    rows: list[dict]
+    events: list[dict]
+    footers: list[dict]
+    unreadable_lines: int  # lines cut off by a crash (at most the last one, normally)
+
+    @property
+    def complete(self) -> bool:
+        """True when every session that started (header) also finished (footer)."""
+        return len(self.footers) >= len(self.headers)
+
+
+def _decode_number(value: Any) -> Any:
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)  # written as repr() because JSON has no NaN/inf
+    return value
+
+
+def load_results(path: Path) -> ResultsFile:
+    """Reads a results file of any length, tolerating lines cut off by a crash.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+    """
+    loaded = ResultsFile([], [], [], [], 0)
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            loaded.unreadable_lines += 1
+            continue
+        if not isinstance(item, dict):
+            loaded.unreadable_lines += 1
+        elif item.get("header"):
+            loaded.headers.append(item)
+        elif item.get("footer"):
+            loaded.footers.append(item)
+        elif "event" in item:
+            loaded.events.append(item)
+        else:
+            for key in ("value", "tolerance"):
+                item[key] = _decode_number(item.get(key))
+            loaded.rows.append(item)
+    return loaded
 
 
 def read_results(path: Path) -> tuple[list[dict], list[dict]]:
     """Reads a results file; returns (headers, rows). Tolerates a truncated last line."""
-    headers, rows = [], []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # A line cut off by a crash: everything before it is intact.
-        (headers if item.get("header") else rows).append(item)
-    return headers, rows
+    loaded = load_results(path)
+    return loaded.headers, loaded.rows

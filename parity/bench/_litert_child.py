@@ -1,0 +1,108 @@
+"""Child process: peak memory and latency of one signature of one .tflite file.
+
+Run as ``python -m parity.bench._litert_child JOB_JSON`` in a fresh process with
+``MALLOC_MMAP_THRESHOLD_=65536``; prints one JSON line. Only numpy, ai_edge_litert
+and the standard library are loaded (checked: the result says whether torch was).
+
+Method (also in ``parity.bench.method``):
+1. A throwaway interpreter reads the signature's inputs; it is deleted, so shared
+   libraries are loaded and its memory is returned before the baseline.
+2. The inputs are made in numpy (the caller's copies, not counted).
+3. Baseline: ``clear_refs`` then VmRSS. Then the measured interpreter is created
+   with the XNNPACK delegate (ai_edge_litert's default op resolver), the warm-up
+   signatures run (whole model: the other signature pages in and packs weights),
+   and the measured signature runs once (warm-up, not timed) and ``repeats`` times.
+4. ``peak_bytes`` = VmHWM minus the baseline: everything the runtime held at its
+   worst, including its own copies of inputs and outputs and the caller's copy of
+   the output. ``transient_bytes`` = VmHWM minus VmRSS around the timed calls
+   alone (LiteRT keeps its arena between calls, so this is near 0).
+5. Latency: wall time of each timed call (copy in, invoke, copy out); median reported.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from parity.bench.procmem import peak_since, reset_peak
+
+
+def _make_inputs(details: dict, fills: dict, seed: int) -> dict:
+    """numpy inputs per signature input: fill rule "randn", "zeros", "arange" or "tokens:V"."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name, detail in sorted(details.items()):
+        shape, dtype = tuple(int(d) for d in detail["shape"]), detail["dtype"]
+        rule = fills.get(name, "randn" if np.issubdtype(dtype, np.floating) else "zeros")
+        if rule == "randn":
+            inputs[name] = rng.standard_normal(shape).astype(dtype)
+        elif rule == "zeros":
+            inputs[name] = np.zeros(shape, dtype)
+        elif rule == "arange":
+            inputs[name] = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+        elif rule.startswith("tokens:"):
+            inputs[name] = rng.integers(0, int(rule.split(":")[1]), shape).astype(dtype)
+        else:
+            raise ValueError(f"fill rule for input {name!r} ({rule!r}) is not known")
+    return inputs
+
+
+def _signature_inputs(model_path: str, signatures: list, num_threads: int) -> dict:
+    probe = Interpreter(model_path=model_path, num_threads=num_threads)
+    details = {sig: probe.get_signature_runner(sig).get_input_details() for sig in signatures}
+    del probe
+    gc.collect()
+    return details
+
+
+def measure(job: dict) -> dict:
+    """Runs the job (see module docstring); returns the measurements as a dict."""
+    signature, warmups = job["signature"], job.get("warmup_signatures", [])
+    threads = job.get("num_threads", 2)
+    details = _signature_inputs(job["model_path"], [signature, *warmups], threads)
+    inputs = {sig: _make_inputs(d, job.get("fills", {}), seed=0) for sig, d in details.items()}
+
+    baseline = reset_peak()
+    interpreter = Interpreter(model_path=job["model_path"], num_threads=threads)
+    for sig in warmups:
+        interpreter.get_signature_runner(sig)(**inputs[sig])
+    runner = interpreter.get_signature_runner(signature)
+    overall = peak_since(baseline)  # creation, allocation, warm-up signatures
+    before_first = reset_peak()
+    outputs = runner(**inputs[signature])  # warm-up call: first touch of the arena, packing
+    first_call_bytes = peak_since(before_first)
+    overall = max(overall, before_first - baseline + first_call_bytes)
+
+    samples_ms, transient = [], 0
+    for _ in range(job["repeats"]):
+        before = reset_peak()
+        start = time.perf_counter()
+        runner(**inputs[signature])
+        samples_ms.append((time.perf_counter() - start) * 1e3)
+        transient = max(transient, peak_since(before))
+        overall = max(overall, before - baseline + peak_since(before))
+    return {
+        "peak_bytes": overall,
+        "first_call_bytes": first_call_bytes,
+        "transient_bytes": transient,
+        "samples_ms": samples_ms,
+        "median_ms": statistics.median(samples_ms),
+        "outputs_finite": bool(all(np.isfinite(v).all() for v in outputs.values())),
+        "num_threads": threads,
+        "torch_loaded": "torch" in sys.modules,
+    }
+
+
+def main(argv: list[str]) -> int:
+    print(json.dumps(measure(json.loads(argv[0]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
