@@ -18,12 +18,12 @@ from parity.bench.runner import case_rows, run_benchmarks, run_case
 from parity.bench.table import bench_frame, summary_table
 
 __all__ = [
-    "AttentionShape",
-    "BenchCase",
     "FULL_LENGTHS",
     "METHOD",
     "QUICK_LENGTHS",
     "TINYLLAMA_ATTENTION",
+    "AttentionShape",
+    "BenchCase",
     "attention_cases",
     "bench_frame",
     "case_rows",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 # The lengths of the issue (T = S) and the small ones of --quick (CI).
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192)
@@ -18,6 +17,9 @@ QUICK_LENGTHS = (512, 1024)
 # per-block memory.
 BLOCK_CHOICES = ((256, 128), (128, 128), (256, 256), (512, 128), (512, 256), (1024, 256))
 BLOCK_SWEEP_LENGTHS = (2048,)
+# edge_flash's default (q_block_size, kv_block_size); parity/test_bench.py checks they agree.
+DEFAULT_BLOCKS = (256, 128)
+DEFAULT_FLASH_LABEL = f"flash-q{DEFAULT_BLOCKS[0]}-kv{DEFAULT_BLOCKS[1]}"
 
 RUNTIMES = ("torch", "litert")
 TARGETS = ("attention", "model-prefill", "model-decode")
@@ -59,8 +61,8 @@ class BenchCase:
     impl: str  # see IMPLS; whole-model cases use "standard" or "flash"
     seq_q: int  # T
     seq_kv: int  # S
-    q_block_size: Optional[int] = None  # flash only
-    kv_block_size: Optional[int] = None
+    q_block_size: int | None = None  # flash only
+    kv_block_size: int | None = None
     shape: AttentionShape = TINYLLAMA_ATTENTION
 
     def __post_init__(self):
@@ -90,7 +92,7 @@ class BenchCase:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, fields: dict) -> "BenchCase":
+    def from_dict(cls, fields: dict) -> BenchCase:
         fields = dict(fields)
         fields["shape"] = AttentionShape(**fields.get("shape", {}))
         return cls(**fields)
@@ -142,7 +144,7 @@ def attention_cases(
     lengths: tuple[int, ...],
     sweep_lengths: tuple[int, ...] = (),
     block_choices: tuple[tuple[int, int], ...] = BLOCK_CHOICES,
-    default_blocks: tuple[int, int] = (256, 128),
+    default_blocks: tuple[int, int] = DEFAULT_BLOCKS,
     runtimes: tuple[str, ...] = RUNTIMES,
 ) -> list[BenchCase]:
     """Attention-alone cases (T = S) for every runtime and impl; extra block sizes at sweep lengths."""

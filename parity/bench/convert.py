@@ -81,7 +81,7 @@ def ensure_converted(
     start = time.perf_counter()
     try:
         done = subprocess.run(
-            command + [str(path)], capture_output=True, text=True, timeout=timeout_s
+            command + [str(path)], check=False, capture_output=True, text=True, timeout=timeout_s
         )
     except subprocess.TimeoutExpired:
         raise ConversionError(f"converting {case.case_id} took over {timeout_s:.0f} s") from None

@@ -10,8 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from parity.bench import convert
 from parity.bench.cases import (
@@ -38,7 +39,9 @@ def _run_child(module: str, args: list[str], timeout_s: float = _CHILD_TIMEOUT_S
     env = {**os.environ, **MALLOC_ENV}
     command = [sys.executable, "-m", module, *args]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s)
+        done = subprocess.run(
+            command, check=False, capture_output=True, text=True, env=env, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         raise CaseError(f"{module} took over {timeout_s:.0f} s") from None
     if done.returncode != 0:
@@ -124,7 +127,7 @@ def run_benchmarks(
     """Runs every case, streaming its rows to ``results_path``; returns the row dicts."""
     writer = ResultsWriter(results_path)
     writer.write_header(suite="bench", method=METHOD, repeats=repeats)
-    rows = []
+    rows, start = [], time.perf_counter()
     try:
         for index, case in enumerate(cases, start=1):
             progress(f"[{index}/{len(cases)}] {case.case_id} ...")
@@ -133,6 +136,15 @@ def run_benchmarks(
                 writer.record(row)
                 rows.append(json.loads(row.to_json()))
             progress(f"[{index}/{len(cases)}] {case.case_id}: {_outcome_line(outcome)}")
+        errors = sum(1 for row in rows if '"status": "error"' in row["details"])
+        writer.write_footer(
+            suite="bench",
+            exitstatus=1 if errors else 0,
+            cases=len(cases),
+            errors=errors,
+            duration_s=time.perf_counter() - start,
+            finished=time.time(),
+        )
     finally:
         writer.close()
     return rows

@@ -12,6 +12,8 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
+from parity.bench.cases import DEFAULT_FLASH_LABEL
+
 # The standard each flash row is compared with, per runtime: the math path is
 # what export produces in PyTorch; in LiteRT the HLFB composite is the fair one.
 BASELINE_IMPL = {"torch": "standard-math", "litert": "standard-hlfb"}
@@ -63,6 +65,8 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
         if column not in frame:
             frame[column] = math.nan
     frame["peak_over_floor"] = frame["peak_mb"] / frame["floor_mb"]
+    # Whole-model flash runs at the kernel's default blocks and is labelled "flash".
+    frame["default_blocks"] = frame["impl"].isin([DEFAULT_FLASH_LABEL, "flash"])
     frame["standard_over_this"] = frame.apply(lambda line: _ratio(frame, line), axis=1)
     return frame.sort_values(["runtime", "target", "seq_q", "impl"]).reset_index(drop=True)
 

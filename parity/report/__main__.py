@@ -1,0 +1,90 @@
+"""``python -m parity.report``: run the gate and the benchmarks, write reports/index.html.
+
+By default runs the property and parity suites (ci profile) and the quick
+benchmarks into a fresh ``reports/results.jsonl`` (JUnit: ``reports/junit.xml``),
+then writes the page and prints the summary. ``--full-bench`` runs every length;
+``--no-bench`` skips the benchmarks; ``--from FILE`` only renders an existing
+results file. Exits 1 when the gate failed, 2 on a usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from parity.report import runs
+from parity.report.analysis import verdict
+from parity.report.page import render_page
+from parity.report.terminal import summary_text
+from parity.results import load_results
+
+DEFAULT_OUT = Path("reports") / "index.html"
+DEFAULT_RESULTS = Path("reports") / "results.jsonl"
+DEFAULT_JUNIT = Path("reports") / "junit.xml"
+REPRODUCE_ALL = "make report   # or: .venv/bin/python -m parity.report"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m parity.report", description=__doc__)
+    parser.add_argument("--from", dest="source", type=Path, help="render this results file only")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the HTML page to write")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results to write")
+    parser.add_argument("--junit", type=Path, default=DEFAULT_JUNIT, help="JUnit XML to write")
+    bench = parser.add_mutually_exclusive_group()
+    bench.add_argument("--full-bench", action="store_true", help="benchmarks at every length")
+    bench.add_argument("--no-bench", action="store_true", help="skip the benchmarks")
+    parser.add_argument("--no-tests", action="store_true", help="skip the test suites")
+    parser.add_argument(
+        "--pytest-args", default="", help="extra pytest arguments, e.g. \"-m 'not slow'\""
+    )
+    parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    return parser
+
+
+def _run(args) -> tuple[Path, float]:
+    """Runs the suites and benchmarks into a fresh results file; returns it and the duration."""
+    results_path = runs.fresh_results_file(args.results)
+    start = time.perf_counter()
+    if not args.no_tests:
+        command = runs.pytest_command(args.junit, shlex.split(args.pytest_args))
+        status = runs.run_streaming(command, results_path)
+        print(f"parity.report: test suites exited with status {status}", flush=True)
+    if not args.no_bench:
+        status = runs.run_streaming(runs.bench_command(results_path, args.full_bench), results_path)
+        print(f"parity.report: benchmarks exited with status {status}", flush=True)
+    return results_path, time.perf_counter() - start
+
+
+def write_report(source: Path, out: Path, duration_s: float | None = None) -> bool:
+    """Renders ``source`` to ``out`` and prints the summary; returns whether the gate passed.
+
+    Raises:
+      FileNotFoundError: ``source`` does not exist.
+    """
+    results = load_results(source)
+    page = render_page(results, str(source), REPRODUCE_ALL, duration_s)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    print(summary_text(results, str(out)), flush=True)
+    return verdict(results).passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.source is not None:
+            return 0 if write_report(args.source, args.out) else 1
+        results_path, duration_s = _run(args)
+        return 0 if write_report(results_path, args.out, duration_s) else 1
+    except (OSError, ValueError) as error:
+        if args.verbose:
+            raise
+        print(f"parity.report: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
