@@ -23,10 +23,17 @@ from edge_flash.integration import (
     use_attention,
     use_standard_attention,
 )
+from edge_flash.runtime import LiteRTInputError, LiteRTModelError, LiteRTRunner, tflite_op_counts
+from edge_flash.torch_runner import TorchRunner
 from edge_flash.kernel import DEFAULT_KV_BLOCK_SIZE, DEFAULT_Q_BLOCK_SIZE, flash_attention
 from edge_flash.loader import CheckpointError, read_hf_config, require_tokenizer
 
 __all__ = [
+    "LiteRTInputError",
+    "LiteRTModelError",
+    "LiteRTRunner",
+    "TorchRunner",
+    "tflite_op_counts",
     "AUTO_FLASH_MIN_SEQ_LEN",
     "ConfigMismatchError",
     "build_model",
