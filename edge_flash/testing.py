@@ -9,8 +9,8 @@
 Both write ``config.json``, ``model.safetensors`` (HF tensor names, fp32) that
 both transformers and ``edge_flash.build_model`` load, and a byte-level BPE
 tokenizer (259 tokens: ``<unk>``, ``<s>``, ``</s>`` and the 256 bytes, no merges)
-built offline, when the vocab has room for it (``vocab_size >= 259``); with a
-smaller vocab the checkpoint has no tokenizer.
+built offline, when asked and the vocab has room for it (``vocab_size >= 259``);
+otherwise the checkpoint has no tokenizer.
 """
 
 from __future__ import annotations
@@ -60,7 +60,13 @@ _NORM_NOISE = 0.1
 
 
 def write_tinyllama_shaped_checkpoint(
-    path: os.PathLike, num_layers: int = 2, vocab_size: int = 512, seed: int = 0, **overrides
+    path: os.PathLike,
+    num_layers: int = 2,
+    vocab_size: int = 512,
+    seed: int = 0,
+    *,
+    tokenizer: bool = True,
+    **overrides,
 ) -> Path:
     """Writes a TinyLlama-1.1B-shaped HF checkpoint with random weights; returns the directory.
 
@@ -69,6 +75,8 @@ def write_tinyllama_shaped_checkpoint(
       num_layers: ``num_hidden_layers`` (TinyLlama has 22).
       vocab_size: ``vocab_size`` (TinyLlama has 32000); >= 259 adds a tokenizer.
       seed: seeds every weight (same seed, same bytes).
+      tokenizer: write the byte-level tokenizer (needs vocab_size >= 259; writing
+        it imports transformers, about 3 s).
       overrides: any other config.json field (e.g. ``tie_word_embeddings=True``).
 
     Raises:
@@ -76,18 +84,28 @@ def write_tinyllama_shaped_checkpoint(
     """
     config = dict(TINYLLAMA_CONFIG, num_hidden_layers=num_layers, vocab_size=vocab_size)
     config.update(overrides)
-    return write_llama_checkpoint(path, config, seed)
+    return write_llama_checkpoint(path, config, seed, tokenizer=tokenizer)
 
 
 def write_tiny_random_llama_checkpoint(
-    path: os.PathLike, num_layers: int = 2, vocab_size: int = 512, seed: int = 0, **overrides
+    path: os.PathLike,
+    num_layers: int = 2,
+    vocab_size: int = 512,
+    seed: int = 0,
+    *,
+    tokenizer: bool = True,
+    **overrides,
 ) -> Path:
     """Writes the quick tests' tiny Llama (TinyLlama attention shape, hidden 256)."""
     merged = dict(TINY_RANDOM_LLAMA_OVERRIDES, **overrides)
-    return write_tinyllama_shaped_checkpoint(path, num_layers, vocab_size, seed, **merged)
+    return write_tinyllama_shaped_checkpoint(
+        path, num_layers, vocab_size, seed, tokenizer=tokenizer, **merged
+    )
 
 
-def write_llama_checkpoint(path: os.PathLike, config: dict, seed: int = 0) -> Path:
+def write_llama_checkpoint(
+    path: os.PathLike, config: dict, seed: int = 0, *, tokenizer: bool = True
+) -> Path:
     """Writes ``config`` as config.json plus seeded random weights for it; returns the directory."""
     from safetensors.torch import save_file
 
@@ -101,7 +119,7 @@ def write_llama_checkpoint(path: os.PathLike, config: dict, seed: int = 0) -> Pa
     save_file(
         llama_state_dict(config, seed), str(directory / "model.safetensors"), {"format": "pt"}
     )
-    if config["vocab_size"] >= BYTE_TOKENIZER_SIZE:
+    if tokenizer and config["vocab_size"] >= BYTE_TOKENIZER_SIZE:
         write_byte_tokenizer(directory)
     return directory
 
