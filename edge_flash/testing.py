@@ -172,3 +172,33 @@ def write_byte_tokenizer(directory: os.PathLike) -> None:
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     wrapped.save_pretrained(str(directory))
+
+
+def tiny_random_llama_config(**hf_overrides):
+    """litert-torch ``ModelConfig`` of the quick tests' tiny Llama (2 layers, vocab 512)."""
+    from edge_flash.hf_config import model_config_from_hf
+
+    hf = dict(TINYLLAMA_CONFIG, num_hidden_layers=2, vocab_size=512)
+    hf.update(TINY_RANDOM_LLAMA_OVERRIDES)
+    hf.update(hf_overrides)
+    return model_config_from_hf(hf, source="tiny random Llama config")
+
+
+def random_decoder_model(config, seed: int = 0, mask_cache_size: int = 0):
+    """A litert-torch ``DecoderOnlyModel`` of ``config`` with seeded random weights, in eval mode.
+
+    Matrices get N(0, 0.02) and vectors (norm weights, biases) 1 + 0.1 N(0, 1),
+    like ``llama_state_dict``; works for any config (e.g. with softcap or ALiBi).
+    """
+    from litert_torch.generative.utilities.model_builder import DecoderOnlyModel
+
+    model = DecoderOnlyModel(config, mask_cache_size)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            if parameter.dim() == 1:
+                parameter.copy_(1.0 + _NORM_NOISE * noise)
+            else:
+                parameter.copy_(_INIT_STD * noise)
+    return model.eval()
