@@ -17,6 +17,7 @@ Method (also in ``parity.bench.method``):
    the output. ``transient_bytes`` = VmHWM minus VmRSS around the timed calls
    alone (LiteRT keeps its arena between calls, so this is near 0).
 5. Latency: wall time of each timed call (copy in, invoke, copy out); median reported.
+6. With ``save_output``, the warm-up call's output is saved (.npy) after measuring.
 """
 
 from __future__ import annotations
@@ -33,19 +34,25 @@ from ai_edge_litert.interpreter import Interpreter
 from parity.bench.procmem import peak_since, reset_peak
 
 
-def _make_inputs(details: dict, fills: dict, seed: int) -> dict:
-    """numpy inputs per signature input: fill rule "randn", "zeros", "arange" or "tokens:V"."""
+def _make_inputs(details: dict, fills: dict, seed: int, float_fill: str = "randn") -> dict:
+    """numpy inputs per signature input.
+
+    Fill rules: "randn", "zeros", "arange", "tokens:V" (uniform ints below V) or
+    "value:N"; inputs without a rule get ``float_fill`` (floats) or "zeros" (ints).
+    """
     rng = np.random.default_rng(seed)
     inputs = {}
     for name, detail in sorted(details.items()):
         shape, dtype = tuple(int(d) for d in detail["shape"]), detail["dtype"]
-        rule = fills.get(name, "randn" if np.issubdtype(dtype, np.floating) else "zeros")
+        rule = fills.get(name, float_fill if np.issubdtype(dtype, np.floating) else "zeros")
         if rule == "randn":
             inputs[name] = rng.standard_normal(shape).astype(dtype)
         elif rule == "zeros":
             inputs[name] = np.zeros(shape, dtype)
         elif rule == "arange":
             inputs[name] = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+        elif rule.startswith("value:"):
+            inputs[name] = np.full(shape, int(rule.split(":")[1]), dtype)
         elif rule.startswith("tokens:"):
             inputs[name] = rng.integers(0, int(rule.split(":")[1]), shape).astype(dtype)
         else:
@@ -66,7 +73,8 @@ def measure(job: dict) -> dict:
     signature, warmups = job["signature"], job.get("warmup_signatures", [])
     threads = job.get("num_threads", 2)
     details = _signature_inputs(job["model_path"], [signature, *warmups], threads)
-    inputs = {sig: _make_inputs(d, job.get("fills", {}), seed=0) for sig, d in details.items()}
+    fills, float_fill = job.get("fills", {}), job.get("default_float_fill", "randn")
+    inputs = {sig: _make_inputs(d, fills, 0, float_fill) for sig, d in details.items()}
 
     baseline = reset_peak()
     interpreter = Interpreter(model_path=job["model_path"], num_threads=threads)
@@ -87,6 +95,8 @@ def measure(job: dict) -> dict:
         samples_ms.append((time.perf_counter() - start) * 1e3)
         transient = max(transient, peak_since(before))
         overall = max(overall, before - baseline + peak_since(before))
+    if job.get("save_output"):  # for the parent's flash-vs-standard difference
+        np.save(job["save_output"], next(iter(outputs.values())))
     return {
         "peak_bytes": overall,
         "first_call_bytes": first_call_bytes,

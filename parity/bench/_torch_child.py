@@ -1,6 +1,6 @@
 """Child process: peak memory and latency of one attention call in PyTorch eager.
 
-Run as ``python -m parity.bench._torch_child CASE_JSON REPEATS``; prints one JSON
+Run as ``python -m parity.bench._torch_child CASE_JSON REPEATS [OUTPUT.npy]``; prints one JSON
 line. One fresh process per case, so allocator caches and earlier cases do not
 hide or inflate a peak.
 
@@ -58,8 +58,11 @@ def _attention_call(case: BenchCase):
     )
 
 
-def measure(case: BenchCase, repeats: int) -> dict:
-    """Measures the case in this process; returns the measurements as a dict."""
+def measure(case: BenchCase, repeats: int, save_output: str = "") -> dict:
+    """Measures the case in this process; returns the measurements as a dict.
+
+    With ``save_output``, the output is saved there (.npy) after measuring.
+    """
     from parity.memory import peak_bytes_during
 
     call = _attention_call(case)
@@ -74,6 +77,10 @@ def measure(case: BenchCase, repeats: int) -> dict:
             start = time.perf_counter()
             call()
             samples_ms.append((time.perf_counter() - start) * 1e3)
+    if save_output:
+        import numpy as np
+
+        np.save(save_output, output.numpy())
     return {
         "peak_bytes": peak_bytes,
         "peak_rss_bytes": peak_rss,
@@ -86,7 +93,8 @@ def measure(case: BenchCase, repeats: int) -> dict:
 
 def main(argv: list[str]) -> int:
     case = BenchCase.from_dict(json.loads(argv[0]))
-    print(json.dumps(measure(case, int(argv[1]))), flush=True)
+    save_output = argv[2] if len(argv) > 2 else ""
+    print(json.dumps(measure(case, int(argv[1]), save_output)), flush=True)
     return 0
 
 

@@ -10,6 +10,7 @@ child process (``parity.bench._convert_child``) so this module needs no torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -37,21 +38,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
-def _kernel_source_digest() -> str:
-    spec = importlib.util.find_spec("edge_flash")
+@functools.lru_cache(maxsize=None)  # once per run: a prefill and its decode share one file
+def package_digest(package: str, files: tuple[str, ...] | None = None) -> str:
+    """sha256 of a package's sources (``files``, default every .py), without importing it."""
+    spec = importlib.util.find_spec(package)
     package_dir = Path(next(iter(spec.submodule_search_locations)))
+    paths = [package_dir / name for name in files] if files else sorted(package_dir.glob("*.py"))
     digest = hashlib.sha256()
-    for name in _KERNEL_FILES:
-        digest.update((package_dir / name).read_bytes())
+    for path in paths:
+        digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def stack_versions() -> dict:
+    """Versions of the packages that shape a converted graph."""
+    return {name: metadata.version(name) for name in ("torch", "litert-torch")}
 
 
 def cache_key(case: BenchCase) -> str:
     """A short hash of everything that determines the converted graph of ``case``."""
     fields = {
         "case": {**case.to_dict(), "runtime": "litert"},
-        "kernel": _kernel_source_digest() if case.impl == "flash" else "",
-        "versions": {name: metadata.version(name) for name in ("torch", "litert-torch")},
+        "kernel": package_digest("edge_flash", _KERNEL_FILES) if case.impl == "flash" else "",
+        "versions": stack_versions(),
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -77,16 +86,26 @@ def ensure_converted(
     if path.exists():
         return path, {"cached": True, "bytes": path.stat().st_size}
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "parity.bench._convert_child", json.dumps(case.to_dict())]
+    args = [json.dumps(case.to_dict()), str(path)]
+    return path, run_convert_child("parity.bench._convert_child", args, case.case_id, timeout_s)
+
+
+def run_convert_child(module: str, args: list[str], label: str, timeout_s: float = 3600.0) -> dict:
+    """Runs a conversion child; returns its JSON line plus ``cached`` and ``wall_seconds``.
+
+    Raises:
+      ConversionError: the child failed or timed out.
+    """
+    command = [sys.executable, "-m", module, *args]
     start = time.perf_counter()
     try:
         done = subprocess.run(
-            command + [str(path)], check=False, capture_output=True, text=True, timeout=timeout_s
+            command, check=False, capture_output=True, text=True, timeout=timeout_s
         )
     except subprocess.TimeoutExpired:
-        raise ConversionError(f"converting {case.case_id} took over {timeout_s:.0f} s") from None
+        raise ConversionError(f"converting {label} took over {timeout_s:.0f} s") from None
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise ConversionError(f"converting {case.case_id} failed ({done.returncode}): {tail}")
+        raise ConversionError(f"converting {label} failed ({done.returncode}): {tail}")
     info = json.loads(done.stdout.strip().splitlines()[-1])
-    return path, {"cached": False, "wall_seconds": time.perf_counter() - start, **info}
+    return {"cached": False, "wall_seconds": time.perf_counter() - start, **info}

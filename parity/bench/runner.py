@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from parity.bench import convert
+from parity.bench import convert, differences
 from parity.bench.cases import (
     BenchCase,
     available_bytes,
@@ -50,8 +50,12 @@ def _run_child(module: str, args: list[str], timeout_s: float = _CHILD_TIMEOUT_S
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_case(case: BenchCase, repeats: int, cache: Path | None = None) -> dict:
+def measure_case(
+    case: BenchCase, repeats: int, cache: Path | None = None, save_output: Path | None = None
+) -> dict:
     """Measures one case in child processes; returns the child's measurements plus context.
+
+    ``save_output``: where the child saves the output (.npy), attention cases only.
 
     Raises:
       CaseError, convert.ConversionError: a child failed.
@@ -60,49 +64,69 @@ def measure_case(case: BenchCase, repeats: int, cache: Path | None = None) -> di
         from parity.bench import model_cases
 
         return model_cases.measure_model_case(case, repeats, cache, _run_child)
+    saved = [str(save_output)] if save_output else []
     if case.runtime == "torch":
-        return _run_child("parity.bench._torch_child", [json.dumps(case.to_dict()), str(repeats)])
+        args = [json.dumps(case.to_dict()), str(repeats), *saved]
+        return _run_child("parity.bench._torch_child", args)
     path, conversion = convert.ensure_converted(case, cache)
     job = {"model_path": str(path), "signature": "serving_default", "repeats": repeats}
+    job["save_output"] = saved[0] if saved else ""
     result = _run_child("parity.bench._litert_child", [json.dumps(job)])
     if result["torch_loaded"]:
         raise CaseError(f"{case.case_id}: torch was loaded in the LiteRT child")
     return {**result, "conversion": conversion, "model_path": str(path)}
 
 
-def case_rows(case: BenchCase, outcome: dict) -> list[ResultRow]:
-    """Result rows of one case: peak_bytes and latency_ms (and activation_bytes if any).
-
-    A case that was skipped or failed gives one row with value NaN and
-    passed=False; ``details`` (JSON) says why. Measurements have no tolerance:
-    targets are judged by the report, not here.
-    """
-    status = outcome.get("status", "measured")
+def _common_fields(case: BenchCase, outcome: dict) -> dict:
     details = {
         "case": case.to_dict(),
-        "status": status,
+        "status": outcome.get("status", "measured"),
         "floor_bytes": floor_bytes(case.shape, case.seq_q, case.seq_kv),
         **{key: value for key, value in outcome.items() if key != "status"},
     }
-    common = dict(
-        suite="bench",
-        case_id=case.case_id,
-        model="attention" if case.target == "attention" else "tinyllama-shaped-2layer",
-        legs=f"{case.runtime}/{case.target}/{case.impl_label}",
-        tolerance=None,
-        shapes=f"t{case.seq_q}-s{case.seq_kv}-{case.shape.tag()}",
-        seed=0,
-        details=json.dumps(details, sort_keys=True),
-    )
-    if status != "measured":
+    return {
+        "suite": "bench",
+        "case_id": case.case_id,
+        "model": "attention" if case.target == "attention" else "tinyllama-shaped-2layer",
+        "legs": f"{case.runtime}/{case.target}/{case.impl_label}",
+        "tolerance": None,  # measurements: the report judges targets and claims
+        "shapes": f"t{case.seq_q}-s{case.seq_kv}-{case.shape.tag()}",
+        "seed": 0,
+        "details": json.dumps(details, sort_keys=True),
+    }
+
+
+def case_rows(case: BenchCase, outcome: dict) -> list[ResultRow]:
+    """Result rows of one case: peak_bytes and latency_ms.
+
+    A case that was skipped or failed gives one row with value NaN and
+    passed=False; ``details`` (JSON) says why.
+    """
+    common = _common_fields(case, outcome)
+    if outcome.get("status", "measured") != "measured":
         return [ResultRow(metric="peak_bytes", value=float("nan"), passed=False, **common)]
     metrics = [("peak_bytes", outcome["peak_bytes"]), ("latency_ms", outcome["median_ms"])]
-    if "activation_bytes" in outcome:
-        metrics.append(("activation_bytes", outcome["activation_bytes"]))
     return [ResultRow(metric=m, value=float(v), passed=True, **common) for m, v in metrics]
 
 
-def run_case(case: BenchCase, repeats: int, cache: Path | None = None) -> dict:
+def _activation_rows(case: BenchCase, outcome: dict, outcomes: dict) -> list[ResultRow]:
+    """After a whole-model decode case: the prefill activations of its model, as a row."""
+    if case.target != "model-decode":
+        return []
+    from parity.bench import model_cases
+
+    prefill = model_cases.decode_partner(case)
+    prefill_outcome = outcomes.get(prefill.case_id, {})
+    value = model_cases.activation_bytes(prefill_outcome, outcome)
+    if value is None:
+        return []
+    common = _common_fields(prefill, prefill_outcome)
+    return [ResultRow(metric="activation_bytes", value=value, passed=True, **common)]
+
+
+def run_case(
+    case: BenchCase, repeats: int, cache: Path | None = None, save_output: Path | None = None
+) -> dict:
     """Measures one case, or says why not: {"status": "measured"|"skipped"|"error", ...}."""
     estimate, available = estimated_peak_bytes(case), available_bytes()
     if estimate > _MEMORY_SHARE * available:
@@ -112,8 +136,8 @@ def run_case(case: BenchCase, repeats: int, cache: Path | None = None) -> dict:
         )
         return {"status": "skipped", "reason": reason}
     try:
-        return {"status": "measured", **measure_case(case, repeats, cache)}
-    except (CaseError, convert.ConversionError) as error:
+        return {"status": "measured", **measure_case(case, repeats, cache, save_output)}
+    except (CaseError, convert.ConversionError, RuntimeError) as error:
         return {"status": "error", "reason": str(error)}
 
 
@@ -127,15 +151,27 @@ def run_benchmarks(
     """Runs every case, streaming its rows to ``results_path``; returns the row dicts."""
     writer = ResultsWriter(results_path)
     writer.write_header(suite="bench", method=METHOD, repeats=repeats)
-    rows, start = [], time.perf_counter()
+    rows, saved, outcomes, start = [], [], {}, time.perf_counter()
     try:
         for index, case in enumerate(cases, start=1):
             progress(f"[{index}/{len(cases)}] {case.case_id} ...")
-            outcome = run_case(case, repeats, cache)
-            for row in case_rows(case, outcome):
+            output = None
+            if case.target == "attention":
+                output = differences.output_path(cache or convert.cache_dir(), case)
+                output.parent.mkdir(parents=True, exist_ok=True)
+            outcome = run_case(case, repeats, cache, output)
+            outcomes[case.case_id] = outcome
+            new_rows = case_rows(case, outcome) + _activation_rows(case, outcome, outcomes)
+            if output is not None and outcome["status"] == "measured":
+                saved.append((case, output))
+            progress(f"[{index}/{len(cases)}] {case.case_id}: {_outcome_line(outcome)}")
+            if index == len(cases) or _length_key(cases[index]) != _length_key(case):
+                new_rows += differences.difference_rows(saved)  # the length is complete
+                _remove_outputs(saved)
+                saved = []
+            for row in new_rows:
                 writer.record(row)
                 rows.append(json.loads(row.to_json()))
-            progress(f"[{index}/{len(cases)}] {case.case_id}: {_outcome_line(outcome)}")
         errors = sum(1 for row in rows if '"status": "error"' in row["details"])
         writer.write_footer(
             suite="bench",
@@ -148,6 +184,15 @@ def run_benchmarks(
     finally:
         writer.close()
     return rows
+
+
+def _length_key(case: BenchCase) -> tuple:
+    return case.runtime, case.seq_q, case.seq_kv
+
+
+def _remove_outputs(saved: list) -> None:
+    for _, path in saved:
+        path.unlink(missing_ok=True)
 
 
 def _outcome_line(outcome: dict) -> str:

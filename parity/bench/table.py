@@ -18,6 +18,7 @@ from parity.bench.cases import DEFAULT_FLASH_LABEL
 # what export produces in PyTorch; in LiteRT the HLFB composite is the fair one.
 BASELINE_IMPL = {"torch": "standard-math", "litert": "standard-hlfb"}
 _MB = 1e6
+DIFFERENCE_METRIC = "max_abs_diff"  # parity.bench.differences
 
 
 def _as_float(value) -> float:
@@ -34,8 +35,8 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
     """
     cases = {}
     for row in rows:
-        if row.get("suite") != "bench":
-            continue
+        if row.get("suite") != "bench" or row.get("metric") == DIFFERENCE_METRIC:
+            continue  # differences are pairs of cases, shown by the claims
         try:
             details = json.loads(row.get("details") or "{}")
         except json.JSONDecodeError:

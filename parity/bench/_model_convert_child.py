@@ -1,0 +1,65 @@
+"""Child process: converts the TinyLlama-shaped 2-layer model (standard or flash) to .tflite.
+
+Run as ``python -m parity.bench._model_convert_child CASE_JSON CHECKPOINT_DIR OUT_PATH``.
+Writes the seeded checkpoint first if it is missing (``edge_flash.testing``),
+builds the model with ``edge_flash.build_model`` and converts it with
+``edge_flash.convert.convert_to_tflite``: signatures ``prefill_<T>`` and ``decode``
+over a KV cache of S slots. Prints one JSON line: seconds and bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from parity.bench.cases import BenchCase
+
+NUM_LAYERS = 2
+VOCAB_SIZE = 512  # small: the embedding and logits would otherwise dwarf two layers
+CHECKPOINT_SEED = 0
+
+
+def write_checkpoint(directory: Path, max_positions: int) -> Path:
+    """Writes the seeded TinyLlama-shaped checkpoint once (a marker file says it is complete)."""
+    from edge_flash.testing import write_tinyllama_shaped_checkpoint
+
+    marker = directory / ".complete"
+    if not marker.exists():
+        write_tinyllama_shaped_checkpoint(
+            directory,
+            num_layers=NUM_LAYERS,
+            vocab_size=VOCAB_SIZE,
+            seed=CHECKPOINT_SEED,
+            max_position_embeddings=max_positions,
+        )
+        marker.write_text("ok")
+    return directory
+
+
+def convert(case: BenchCase, checkpoint_dir: Path, out_path: Path) -> dict:
+    """Builds and converts the case's whole model; returns {"seconds": ..., "bytes": ...}."""
+    from edge_flash import build_model
+    from edge_flash.convert import convert_to_tflite
+
+    seq_kv = case.seq_kv
+    write_checkpoint(checkpoint_dir, max_positions=max(seq_kv, 2048))
+    model = build_model(
+        checkpoint_dir, use_flash_attention=case.impl == "flash", mask_cache_size=seq_kv
+    )
+    start = time.perf_counter()
+    prefill_len = case.seq_q if case.target == "model-prefill" else seq_kv
+    convert_to_tflite(model, out_path, prefill_seq_lens=[prefill_len], kv_cache_max_len=seq_kv)
+    return {"seconds": time.perf_counter() - start, "bytes": os.path.getsize(out_path)}
+
+
+def main(argv: list[str]) -> int:
+    case = BenchCase.from_dict(json.loads(argv[0]))
+    print(json.dumps(convert(case, Path(argv[1]), Path(argv[2]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
