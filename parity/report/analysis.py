@@ -128,9 +128,9 @@ def verdict(results: ResultsFile) -> Verdict:
     for event in results.events:
         if event.get("event") == "test_failed" and event.get("test") not in failed_tests:
             failed_tests.append(event.get("test"))
-            last_line = (event.get("message") or "").strip().splitlines()[-1:] or [""]
             problems.append(
-                f"test failed: {event.get('test')} ({event.get('when')}): {last_line[0]}"
+                f"test failed: {event.get('test')} ({event.get('when')}):"
+                f" {_error_line(event.get('message') or '')}"
             )
     for row in results.rows:
         if row.get("suite") == BENCH_SUITE or row.get("passed"):

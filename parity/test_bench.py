@@ -1,0 +1,142 @@
+"""Tests of parity.bench: cases, floor, memory reading, rows, differences, one real LiteRT case."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from parity.bench import cases, differences, procmem, runner
+from parity.bench.__main__ import main as bench_main
+from parity.bench.cases import BenchCase
+from parity.bench.table import bench_frame
+
+_MB = 1e6
+
+
+def test_floor_is_the_bytes_of_q_k_v_and_o():
+    """TinyLlama at T = S = 2048: Q and O 2048*32*64 floats, K and V 2048*4*64, fp32."""
+    q_bytes, kv_bytes = 2048 * 32 * 64 * 4, 2048 * 4 * 64 * 4
+    assert cases.floor_bytes(cases.TINYLLAMA_ATTENTION, 2048, 2048) == 2 * (q_bytes + kv_bytes)
+    assert cases.floor_bytes(cases.TINYLLAMA_ATTENTION, 1, 2048) == 2 * (32 * 64 * 4 + kv_bytes)
+
+
+def test_default_blocks_are_the_kernels_defaults():
+    """The bench's "default" flash is edge_flash's default, so claims judge what ships."""
+    import edge_flash
+
+    assert cases.DEFAULT_BLOCKS == (
+        edge_flash.DEFAULT_Q_BLOCK_SIZE,
+        edge_flash.DEFAULT_KV_BLOCK_SIZE,
+    )
+
+
+def test_case_ids_read_as_runtime_target_impl_blocks_lengths():
+    case = BenchCase("litert", "attention", "flash", 2048, 2048, 256, 128)
+    assert case.case_id == "litert-attention-flash-q256-kv128-t2048-s2048"
+    assert BenchCase.from_dict(json.loads(json.dumps(case.to_dict()))) == case
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"runtime": "onnx"}, "runtime ('onnx') must be one of"),
+        ({"target": "kernel"}, "target ('kernel') must be one of"),
+        ({"seq_q": 0}, "seq_q, seq_kv (0, 512) must be positive"),
+        ({"q_block_size": None}, "flash case needs q_block_size and kv_block_size"),
+    ],
+)
+def test_bad_case_fields_raise_value_error_naming_them(fields, message):
+    base = {"runtime": "litert", "target": "attention", "impl": "flash", "seq_q": 512,
+            "seq_kv": 512, "q_block_size": 256, "kv_block_size": 128}  # fmt: skip
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        BenchCase(**{**base, **fields})
+
+
+def test_case_list_has_every_impl_per_length_and_the_sweep_only_where_asked():
+    listed = cases.attention_cases((512, 1024), sweep_lengths=(1024,))
+    ids = {case.case_id for case in listed}
+    assert "torch-attention-standard-math-t512-s512" in ids
+    assert "litert-attention-standard-hlfb-t1024-s1024" in ids
+    assert "litert-attention-flash-q512-kv256-t1024-s1024" in ids
+    assert "litert-attention-flash-q512-kv256-t512-s512" not in ids
+    assert len(ids) == len(listed)
+
+
+def test_peak_reading_sees_a_freed_allocation():
+    """clear_refs + VmHWM catch a 64 MB buffer that is freed before the reading."""
+    before = procmem.reset_peak()
+    buffer = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, every page written
+    del buffer
+    assert procmem.peak_since(before) >= 60 * 2**20
+
+
+def test_case_too_big_for_memory_is_skipped_with_its_estimate():
+    """An impossible case is skipped (not run, not passed), saying why."""
+    huge = BenchCase("torch", "attention", "standard-math", 2**17, 2**17)
+    outcome = runner.run_case(huge, repeats=1)
+    assert outcome["status"] == "skipped" and "exceeds 70% of the" in outcome["reason"]
+    (row,) = runner.case_rows(huge, outcome)
+    assert not row.passed and math.isnan(row.value)
+
+
+def test_rows_and_frame_give_peaks_floors_and_ratios():
+    """Standard 630 MB vs flash 63 MB at 2048: std/this 10, peak/floor from the floor."""
+    measured = []
+    for impl, peak in (("standard-hlfb", 630e6), ("flash", 63e6)):
+        blocks = (256, 128) if impl == "flash" else (None, None)
+        case = BenchCase("litert", "attention", impl, 2048, 2048, *blocks)
+        outcome = {"status": "measured", "peak_bytes": peak, "median_ms": 100.0}
+        measured += [json.loads(r.to_json()) for r in runner.case_rows(case, outcome)]
+    assert {r["metric"] for r in measured} == {"peak_bytes", "latency_ms"}
+    frame = bench_frame(measured).set_index("impl")
+    floor_mb = cases.floor_bytes(cases.TINYLLAMA_ATTENTION, 2048, 2048) / _MB
+    assert frame.loc["flash-q256-kv128", "standard_over_this"] == pytest.approx(10.0)
+    assert frame.loc["flash-q256-kv128", "peak_over_floor"] == pytest.approx(63 / floor_mb)
+
+
+def test_difference_is_the_largest_absolute_gap_and_pairs_flash_with_standard(tmp_path):
+    shape = (1, 300, 2, 4)  # T = 300 spans two comparison chunks
+    expected = np.zeros(shape, np.float32)
+    actual = expected.copy()
+    actual[0, 299, 1, 3] = -2.5e-6
+    flash = BenchCase("litert", "attention", "flash", 300, 300, 256, 128)
+    standard = BenchCase("litert", "attention", "standard-hlfb", 300, 300)
+    copy = BenchCase("litert", "attention", "copy", 300, 300)
+    (tmp_path / "outputs").mkdir()
+    saved = []
+    for case, array in ((flash, actual), (standard, expected), (copy, expected)):
+        np.save(differences.output_path(tmp_path, case), array)
+        saved.append((case, differences.output_path(tmp_path, case)))
+    (row,) = differences.difference_rows(saved)
+    assert row.legs == "litert/attention/flash-q256-kv128-vs-standard-hlfb"
+    assert row.value == pytest.approx(2.5e-6, rel=1e-6)
+
+
+def test_difference_of_outputs_with_other_shapes_raises(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((1, 4, 2, 2)))
+    np.save(tmp_path / "b.npy", np.zeros((1, 5, 2, 2)))
+    with pytest.raises(ValueError, match="differ"):
+        differences.max_abs_difference(tmp_path / "a.npy", tmp_path / "b.npy")
+
+
+def test_cli_rejects_unknown_runtime_with_one_line(capsys, tmp_path):
+    assert bench_main(["--runtimes", "onnx", "--results", str(tmp_path / "r.jsonl")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["parity.bench: error: --runtimes (onnx) must be among torch,litert"]
+
+
+@pytest.mark.tflite
+def test_litert_copy_case_measures_at_least_its_floor_without_torch(tmp_path):
+    """A real conversion and LiteRT child: the I/O-only module holds at least Q, K, V and O."""
+    case = BenchCase("litert", "attention", "copy", 256, 256)
+    outcome = runner.run_case(case, repeats=2, cache=tmp_path, save_output=tmp_path / "o.npy")
+    assert outcome["status"] == "measured", outcome.get("reason")
+    assert outcome["torch_loaded"] is False and outcome["outputs_finite"]
+    assert outcome["peak_bytes"] >= cases.floor_bytes(case.shape, 256, 256)
+    assert len(outcome["samples_ms"]) == 2 and outcome["median_ms"] > 0
+    assert np.load(tmp_path / "o.npy").shape == (1, 256, 32, 64)
+    again = runner.run_case(case, repeats=1, cache=tmp_path)
+    assert again["conversion"]["cached"] is True  # the second run reuses the converted file

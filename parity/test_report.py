@@ -1,0 +1,217 @@
+"""Tests of parity.report: verdict, claims, robustness, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from parity.bench.cases import BenchCase
+from parity.bench.runner import case_rows
+from parity.report import analysis, claims
+from parity.report.__main__ import main as report_main
+from parity.report.page import render_page
+from parity.results import ResultRow, ResultsWriter, load_results
+
+CHROMIUM = "/usr/bin/chromium"
+_CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def _row(suite="property", case_id="b1-t8-s8-n4g2-h16-causal", value=1e-7, tolerance=1e-6,
+         passed=True, legs="flash-vs-oracle", model="kernel", metric="max_abs_err") -> ResultRow:  # fmt: skip
+    return ResultRow(suite=suite, case_id=case_id, model=model, legs=legs, metric=metric,
+                     value=value, tolerance=tolerance, passed=passed, test=f"t::{case_id}")  # fmt: skip
+
+
+def _bench(runtime, impl, length, peak_mb, latency_ms, target="attention") -> list[ResultRow]:
+    blocks = (256, 128) if impl == "flash" else (None, None)
+    case = BenchCase(runtime, target, impl, length, length, *blocks)
+    outcome = {"status": "measured", "peak_bytes": peak_mb * 1e6, "median_ms": latency_ms}
+    return case_rows(case, outcome)
+
+
+def _difference(value: float, length: int = 2048) -> ResultRow:
+    legs = "flash-q256-kv128-vs-standard-hlfb"
+    return ResultRow(suite="bench", case_id=f"litert-attention-{legs}-t{length}", model="attention",
+                     legs=f"litert/attention/{legs}", metric="max_abs_diff", value=value,
+                     tolerance=None, passed=True)  # fmt: skip
+
+
+def _standard_rows(std_peak=630.0, flash_peak=4.5, flash_ms=(150.0, 300.0), diff=5.96e-7):
+    rows = [_row(), _row(case_id="b2-t37-s100-n8g2-h64", value=3e-7)]
+    rows += [_row("parity", f"tiny-layer{i}", 1e-6 * (i + 1), 1e-5, legs="reauthored_flash-vs-oracle_fp64",
+                  model="tiny-random-llama") for i in range(3)]  # fmt: skip
+    for length, ms in zip((1024, 2048), flash_ms, strict=True):
+        rows += _bench(
+            "litert", "standard-hlfb", length, std_peak * length / 2048, 200.0 * length / 1024
+        )
+        rows += _bench("litert", "flash", length, flash_peak * length / 2048, ms)
+        rows += _bench("litert", "copy", length, 30.0 * length / 2048, 5.0)
+    return [*rows, _difference(diff)]
+
+
+def _write(path: Path, rows: list[ResultRow], exitstatus=0, footer=True, events=()) -> Path:
+    with ResultsWriter(path) as writer:
+        writer.write_header(attention_impl="edge_flash:flash_attention", hypothesis_profile="ci")
+        for row in rows:
+            writer.record(row)
+        for event in events:
+            writer.write_event("test_failed", **event)
+        if footer:
+            writer.write_footer(exitstatus=exitstatus, passed=1, failed=int(exitstatus != 0))
+    return path
+
+
+def _claims(rows) -> dict:
+    return {
+        c.claim.split()[0]: c for c in claims.claims_table([json.loads(r.to_json()) for r in rows])
+    }
+
+
+def test_verdict_passes_when_every_row_passed_and_pytest_exited_zero(tmp_path):
+    """All rows passed, footer exit 0: the gate passed with no problems."""
+    verdict = analysis.verdict(load_results(_write(tmp_path / "r.jsonl", _standard_rows())))
+    assert verdict.passed and verdict.problems == [] and verdict.label == "PASSED"
+
+
+def test_verdict_fails_when_any_row_failed_and_names_it(tmp_path):
+    """One failing comparison fails the gate, names its case and gives a reproduce command."""
+    rows = [*_standard_rows(), _row(case_id="b1-t5-s9-bad", value=1e-3, passed=False)]
+    verdict = analysis.verdict(load_results(_write(tmp_path / "r.jsonl", rows)))
+    assert not verdict.passed
+    assert any("b1-t5-s9-bad" in p and "0.001" in p and "1e-06" in p for p in verdict.problems)
+    assert verdict.reproduce == [".venv/bin/pytest t::b1-t5-s9-bad --hypothesis-profile=ci"]
+
+
+def test_verdict_fails_on_nonzero_exit_or_failed_test_without_rows(tmp_path):
+    """A failing test that recorded no row still fails the gate, with its error line."""
+    event = {"test": "parity/test_x.py::test_y", "when": "call", "message": "x\nE   boom\ny"}
+    path = _write(tmp_path / "r.jsonl", _standard_rows(), exitstatus=1, events=[event])
+    verdict = analysis.verdict(load_results(path))
+    assert not verdict.passed
+    assert "test failed: parity/test_x.py::test_y (call): boom" in verdict.problems
+    assert any("pytest exited with status 1" in p for p in verdict.problems)
+
+
+def test_verdict_fails_when_a_session_never_finished(tmp_path):
+    """A header without a footer (crash, Ctrl-C) is a failure, not a pass."""
+    verdict = analysis.verdict(
+        load_results(_write(tmp_path / "r.jsonl", _standard_rows(), footer=False))
+    )
+    assert not verdict.passed and any("never finished" in p for p in verdict.problems)
+
+
+def test_verdict_fails_when_no_suite_ran(tmp_path):
+    """Benchmarks alone are not a passed gate."""
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.write_header(suite="bench")
+        for row in _bench("litert", "flash", 512, 10.0, 5.0):
+            writer.record(row)
+    assert not analysis.verdict(load_results(path)).passed
+
+
+def test_skipped_benchmark_is_a_note_not_a_pass_or_a_gate_failure(tmp_path):
+    """A bench case not measured is listed with its reason; the gate verdict ignores it."""
+    case = BenchCase("torch", "attention", "standard-math", 8192, 8192)
+    skipped = case_rows(case, {"status": "skipped", "reason": "estimated peak 22 GB"})
+    assert len(skipped) == 1 and not skipped[0].passed and math.isnan(skipped[0].value)
+    verdict = analysis.verdict(
+        load_results(_write(tmp_path / "r.jsonl", _standard_rows() + skipped))
+    )
+    assert verdict.passed
+    assert any("torch-attention-standard-math-t8192" in n and "22 GB" in n for n in verdict.notes)
+
+
+def test_margin_is_tolerance_minus_value_and_failures_sort_first(tmp_path):
+    rows = [_row(value=2e-7, tolerance=1e-6), _row(case_id="bad", value=3e-6, passed=False)]
+    frame = analysis.comparison_frame(load_results(_write(tmp_path / "r.jsonl", rows)))
+    assert frame.loc[0, "case_id"] == "bad" and frame.loc[0, "margin"] == pytest.approx(-2e-6)
+    assert frame.loc[1, "margin"] == pytest.approx(8e-7) and frame.loc[1, "used"] == pytest.approx(
+        0.2
+    )
+
+
+def test_memory_claim_held_only_at_128x_or_more():
+    """630 MB over 4.5 MB is 140x (held); over 5.25 MB it is 120x (not held)."""
+    held = _claims(_standard_rows(std_peak=630.0, flash_peak=4.5))["128x"]
+    assert held.status == claims.HELD and "140.0x at T=1024" in held.measured
+    not_held = _claims(_standard_rows(std_peak=630.0, flash_peak=5.25))["128x"]
+    assert not_held.status == claims.NOT_HELD and "120.0x" in not_held.measured
+
+
+def test_difference_claims_follow_the_measured_flash_vs_standard_difference():
+    """5.96e-7: not identical, within 1.19e-6; 0: identical; 2e-6: neither."""
+    measured = _claims(_standard_rows(diff=5.96e-7))
+    assert measured["identical"].status == claims.NOT_HELD
+    assert measured["max"].status == claims.HELD and "5.96e-07" in measured["max"].measured
+    assert _claims(_standard_rows(diff=0.0))["identical"].status == claims.HELD
+    assert _claims(_standard_rows(diff=2e-6))["max"].status == claims.NOT_HELD
+
+
+def test_prefill_claim_needs_flash_faster_at_every_length():
+    """Flash 150/300 ms vs standard 200/400 ms: held; 150/450 ms: not held at 2048."""
+    assert _claims(_standard_rows(flash_ms=(150.0, 300.0)))["faster"].status == claims.HELD
+    slower = _claims(_standard_rows(flash_ms=(150.0, 450.0)))["faster"]
+    assert slower.status == claims.NOT_HELD and "T=2048: 1.12x" in slower.measured
+
+
+def test_claims_are_not_measured_without_rows():
+    """No rows, no verdict: every claim says "not measured"."""
+    assert {c.status for c in claims.claims_table([])} == {claims.NOT_MEASURED}
+
+
+def test_truncated_results_file_still_renders(tmp_path):
+    """A file cut mid-line (crash) renders; the cut line is counted, earlier rows survive."""
+    path = _write(tmp_path / "r.jsonl", _standard_rows(), footer=False)
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+    results = load_results(path)
+    assert results.unreadable_lines == 1 and len(results.rows) > 10
+    page = render_page(results, str(path), "make report")
+    assert "Gate FAILED" in page and "never finished" in page
+
+
+def test_cli_exit_codes_follow_the_verdict(tmp_path, capsys):
+    """--from: 0 when passed, 1 when failed, 2 with one line for a missing file."""
+    good = _write(tmp_path / "good.jsonl", _standard_rows())
+    bad = _write(tmp_path / "bad.jsonl", [*_standard_rows(), _row(case_id="x", passed=False)])
+    assert report_main(["--from", str(good), "--out", str(tmp_path / "g.html")]) == 0
+    assert report_main(["--from", str(bad), "--out", str(tmp_path / "b.html")]) == 1
+    assert "GATE FAILED" in capsys.readouterr().out
+    assert report_main(["--from", str(tmp_path / "missing.jsonl")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(error) == 1 and error[0].startswith("parity.report: error:") and "missing" in error[0]
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason="needs Debian's chromium (apt-get install chromium chromium-driver; make setup does)",
+)
+def test_page_renders_in_headless_chromium_with_tables_and_images(tmp_path):
+    """The page opens offline in Chromium: verdict, claims, tables and inline PNG plots render."""
+    page_path = tmp_path / "index.html"
+    assert report_main(["--from", str(_write(tmp_path / "r.jsonl", _standard_rows())),
+                        "--out", str(page_path)]) == 0  # fmt: skip
+    html_text = page_path.read_text()
+    assert "http://" not in html_text and "https://" not in html_text  # self-contained
+    base = [CHROMIUM, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*base, "--dump-dom", page_path.as_uri()], capture_output=True,
+                         text=True, timeout=120, check=True).stdout  # fmt: skip
+    assert 'id="verdict"' in dom and "Gate PASSED" in dom and 'id="claims"' in dom
+    assert dom.count("<table") >= 5
+    assert dom.count('src="data:image/png;base64,') >= 2  # memory/latency and kernel errors
+    screenshot = tmp_path / "report.png"
+    subprocess.run([*base, "--window-size=1300,2400", f"--screenshot={screenshot}",
+                    page_path.as_uri()], capture_output=True, timeout=120, check=True)  # fmt: skip
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000  # a blank page compresses to a few kB
