@@ -215,3 +215,13 @@ def test_page_renders_in_headless_chromium_with_tables_and_images(tmp_path):
                     page_path.as_uri()], capture_output=True, timeout=120, check=True)  # fmt: skip
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 20_000  # a blank page compresses to a few kB
+
+
+def test_targets_are_judged_from_litert_rows():
+    """Flash 4.5 MB at 2048 (0.12x of the 37.7 MB floor), 300 vs 400 ms; constant 140x ratio."""
+    rows = [json.loads(r.to_json()) for r in _standard_rows(std_peak=630.0, flash_peak=4.5)]
+    targets = {t.claim.split()[0]: t for t in claims.targets_table(rows)}
+    assert targets["peak"].status == claims.HELD and "0.12x of 37.7 MB" in targets["peak"].measured
+    assert targets["latency"].status == claims.HELD
+    assert targets["memory"].status == claims.NOT_HELD  # 140x at both lengths: not growing
+    assert targets["ratio"].status == claims.NOT_MEASURED  # no T=8192 row

@@ -14,8 +14,9 @@ Method (also in ``parity.bench.method``):
    and the measured signature runs once (warm-up, not timed) and ``repeats`` times.
 4. ``peak_bytes`` = VmHWM minus the baseline: everything the runtime held at its
    worst, including its own copies of inputs and outputs and the caller's copy of
-   the output. ``transient_bytes`` = VmHWM minus VmRSS around the timed calls
-   alone (LiteRT keeps its arena between calls, so this is near 0).
+   the output. ``transient_bytes`` = VmHWM minus VmRSS around one timed call
+   alone: LiteRT keeps its arena between calls, so this is only the caller's
+   fresh copy of the output (measured: one O, e.g. 16.7 MB at T = 2048).
 5. Latency: wall time of each timed call (copy in, invoke, copy out); median reported.
 6. With ``save_output``, the warm-up call's output is saved (.npy) after measuring.
 """

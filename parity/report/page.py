@@ -71,7 +71,7 @@ def _verdict_html(verdict: analysis.Verdict, reproduce_all: str) -> str:
     return "".join(parts) + "</div>"
 
 
-def _claims_html(claim_list: list[claims.Claim]) -> str:
+def _claims_html(claim_list: list[claims.Claim], table_id: str = "claims") -> str:
     rows = []
     for claim in claim_list:
         css = _STATUS_CLASS[claim.status]
@@ -83,8 +83,9 @@ def _claims_html(claim_list: list[claims.Claim]) -> str:
         ]
         escaped = [html.escape(c) if i != 2 else c for i, c in enumerate(cells)]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in escaped) + "</tr>")
-    header = "<tr><th>seed's claim</th><th>measured</th><th>status</th><th>basis</th></tr>"
-    return f'<table id="claims">{header}{"".join(rows)}</table>'
+    first = "seed's claim" if table_id == "claims" else "target"
+    header = f"<tr><th>{first}</th><th>measured</th><th>status</th><th>basis</th></tr>"
+    return f'<table id="{table_id}">{header}{"".join(rows)}</table>'
 
 
 def _bench_html(bench: pd.DataFrame, bench_headers: list[dict]) -> str:
@@ -159,6 +160,10 @@ def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_
     bench_headers = [h for h in results.headers if h.get("suite") == analysis.BENCH_SUITE]
     sections = [
         ("Claims of the seed, measured", _claims_html(claims.claims_table(results.rows))),
+        (
+            "Targets of the issue (LiteRT, one attention call)",
+            _claims_html(claims.targets_table(results.rows), "targets"),
+        ),  # fmt: skip
         ("Benchmarks: standard vs flash attention", _bench_html(bench, bench_headers)),
         ("Memory and latency against sequence length", _images(plots.bench_plots(bench))),
         ("Errors per leg and per layer", _images(plots.error_plots(frame))),

@@ -26,6 +26,9 @@ def summary_text(results: ResultsFile, page_path: str | None = None) -> str:
     claim_rows = [(c.claim, c.measured, c.status) for c in claims.claims_table(results.rows)]
     lines.append(tabulate(claim_rows, headers=["seed's claim", "measured", "status"]))
     lines.append("")
+    target_rows = [(c.claim, c.measured, c.status) for c in claims.targets_table(results.rows)]
+    lines.append(tabulate(target_rows, headers=["target (LiteRT attention)", "measured", "status"]))
+    lines.append("")
     lines.append(summary_table(results.rows))
     lines += [f"note: {note}" for note in verdict.notes]
     if page_path:
