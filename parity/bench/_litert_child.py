@@ -88,12 +88,13 @@ def measure(job: dict) -> dict:
     first_call_bytes = peak_since(before_first)
     overall = max(overall, before_first - baseline + first_call_bytes)
 
-    samples_ms, transient = [], 0
+    samples_ms, cpu_ms, transient = [], [], 0
     for _ in range(job["repeats"]):
         before = reset_peak()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         runner(**inputs[signature])
         samples_ms.append((time.perf_counter() - start) * 1e3)
+        cpu_ms.append((time.process_time() - cpu_start) * 1e3)
         transient = max(transient, peak_since(before))
         overall = max(overall, before - baseline + peak_since(before))
     if job.get("save_output"):  # for the parent's flash-vs-standard difference
@@ -104,6 +105,7 @@ def measure(job: dict) -> dict:
         "transient_bytes": transient,
         "samples_ms": samples_ms,
         "median_ms": statistics.median(samples_ms),
+        "median_cpu_ms": statistics.median(cpu_ms),
         "outputs_finite": bool(all(np.isfinite(v).all() for v in outputs.values())),
         "num_threads": threads,
         "torch_loaded": "torch" in sys.modules,

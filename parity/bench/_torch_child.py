@@ -72,11 +72,12 @@ def measure(case: BenchCase, repeats: int, save_output: str = "") -> dict:
         before = reset_peak()
         call()
         peak_rss = peak_since(before)
-        samples_ms = []
+        samples_ms, cpu_ms = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             call()
             samples_ms.append((time.perf_counter() - start) * 1e3)
+            cpu_ms.append((time.process_time() - cpu_start) * 1e3)
     if save_output:
         import numpy as np
 
@@ -86,6 +87,7 @@ def measure(case: BenchCase, repeats: int, save_output: str = "") -> dict:
         "peak_rss_bytes": peak_rss,
         "samples_ms": samples_ms,
         "median_ms": statistics.median(samples_ms),
+        "median_cpu_ms": statistics.median(cpu_ms),
         "outputs_finite": bool(torch.isfinite(output).all()),
         "num_threads": torch.get_num_threads(),
     }

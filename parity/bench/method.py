@@ -30,7 +30,9 @@ METHOD = {
     ),
     "latency": (
         "Wall time of each timed call (time.perf_counter) after one warm-up call, median of"
-        " the repeats. LiteRT calls include copying inputs in and outputs out."
+        " the repeats. LiteRT calls include copying inputs in and outputs out. The machine"
+        " (2 cores) is shared, so wall time varies between runs; median_cpu_ms in each row's"
+        " details (process CPU time over all threads) is less sensitive to other load."
     ),
     "floor": (
         "Physical floor: bytes of Q, K, V and O of one call (fp32), which no implementation"

@@ -54,6 +54,7 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
                 "floor_mb": details.get("floor_bytes", math.nan) / _MB,
                 "status": details.get("status", "measured"),
                 "reason": details.get("reason", ""),
+                "cpu_ms": details.get("median_cpu_ms", math.nan),
             },
         )
         value = _as_float(row.get("value"))
@@ -107,6 +108,7 @@ def summary_table(rows: list[dict], fmt: str = "simple") -> str:
         "standard_over_this": "std/this",
         "activation_mb": "activations MB",
         "latency_ms": "median ms",
+        "cpu_ms": "cpu ms",
         "status": "status",
     }
     shown = frame[list(columns)].rename(columns=columns)

@@ -93,7 +93,7 @@ def _bench_html(bench: pd.DataFrame, bench_headers: list[dict]) -> str:
         return "<p><em>No benchmark rows in this results file (run with benchmarks).</em></p>"
     columns = [
         "runtime", "target", "seq_q", "seq_kv", "impl", "peak_mb", "floor_mb", "peak_over_floor",
-        "standard_over_this", "activation_mb", "latency_ms", "status", "reason",
+        "standard_over_this", "activation_mb", "latency_ms", "cpu_ms", "status", "reason",
     ]  # fmt: skip
     shown = bench[[c for c in columns if c in bench]]
     method = (bench_headers[-1].get("method") if bench_headers else None) or METHOD
