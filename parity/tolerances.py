@@ -137,3 +137,95 @@ def error_model_for(dtype: torch.dtype) -> ErrorModel:
     if dtype not in names:
         raise ValueError(f"dtype ({dtype}) has no error model; expected one of {list(names)}")
     return ERROR_MODELS[names[dtype]]
+
+
+# =============================================================================
+# End-to-end model comparisons (parity/checks.py, parity/diagnose.py, the
+# parity/test_chain_*.py suites, parity.golden and parity.verify). Same
+# ErrorModel and formula as above; here the actual is a whole model's output
+# (logits, KV cache, hidden states), the oracle is the re-authored model run in
+# float64 (parity.fp64_model), and rounding_scale is the magnitude of the
+# compared tensor that its rounding scales with (stated at each use in
+# parity/checks.py: a logits row's largest |logit|, a layer's largest |k| or
+# |v|, a layer's largest |hidden|), not the kernel oracle's per-element estimate.
+# =============================================================================
+
+# The owner's bound on flash vs standard logits of the same model at the same
+# stage (PyTorch). SmolLM2-135M, 2 prompts x (prefill + 49 decode steps),
+# measured: 6.3e-5. At the TFLite stage the two legs are each ~1.75e-4 from the
+# oracle and measured 1.05e-4 apart, so a bare 1e-4 is the noise edge there and
+# the TFLite flash leg is judged by the error model instead (issue 4).
+FLASH_VS_STANDARD_ATOL = OWNER_ATOL_FP32
+
+ERROR_MODELS.update(
+    {
+        # PyTorch fp32 legs (hf, reauthored_std, reauthored_flash) and the TFLite
+        # flash leg next to TFLite standard: two fp32 implementations of the same
+        # network whose rounding differs only in summation order are two draws of
+        # the same error, so factor 2 as in the kernel gate. Measured errors vs
+        # the oracle, prefill logits: SmolLM2 hf 9.7e-5, std 9.2e-5, flash 1.1e-4
+        # (ratio to baseline <= 1.23); tiny random llama and TinyLlama-shaped
+        # <= 1.3x. floor 8 u x max |logit| of the row (1.8e-5 on SmolLM2's ~37,
+        # 1.4e-6 on the tiny model's ~3): the kernel gate's 8 units, for rows
+        # where the baseline happens to be nearly exact.
+        "model-fp32": ErrorModel(
+            name="model-fp32",
+            unit_roundoff=_U32,
+            floor_units=8.0,
+            factor=2.0,
+            owner_atol=None,
+            why="whole fp32 model vs its float64 run: 2x the baseline leg's own error + 8 u x max|row|",
+        ),
+        # TFLite standard next to the PyTorch model it was converted from: the
+        # same network on another runtime whose fp32 matmuls round more. Single
+        # ops vs float64, measured: a Linear with K = 2048 has 5.7x torch's
+        # error in LiteRT, K = 5632 13.8x (one accumulator along K, error ~
+        # sqrt(K) u, where torch's blocked GEMM stays near 5 u); RMSNorm and
+        # SiLU are as accurate, softmax 1.9x. Whole models, TFLite / PyTorch
+        # error vs the oracle: 1.2 (tiny), 2.9 (TinyLlama-shaped, K up to 5632),
+        # 1.95 prefill / 2.7 decode (SmolLM2). factor 4 = 2 (a second draw, as
+        # above) x 2 (the runtime's larger rounding): 1.4x above the worst
+        # measured ratio; a model with wider matmuls may need it revisited.
+        "model-tflite-fp32": ErrorModel(
+            name="model-tflite-fp32",
+            unit_roundoff=_U32,
+            floor_units=8.0,
+            factor=4.0,
+            owner_atol=None,
+            why="TFLite model vs float64 PyTorch run: 4x the PyTorch model's error + 8 u x max|row|",
+        ),
+        # Diagnosis only (parity.diagnose): a layer is "over budget" when its
+        # hidden-state error exceeds 2x the baseline leg's error at that layer
+        # + 8 u x the layer's largest |hidden| (SmolLM2's massive activations
+        # reach ~770: floor 3.7e-4). Measured on SmolLM2, correct legs: flash /
+        # std per-layer ratio <= 2.04, under 2x + floor.
+        "model-hidden-fp32": ErrorModel(
+            name="model-hidden-fp32",
+            unit_roundoff=_U32,
+            floor_units=8.0,
+            factor=2.0,
+            owner_atol=None,
+            why="per-layer hidden state: 2x the baseline leg's error + 8 u x max|hidden| of the layer",
+        ),
+    }
+)
+
+# Which error model judges each leg of the chain against the oracle.
+MODEL_ERROR_MODEL_OF_LEG = {
+    "hf": "model-fp32",
+    "reauthored_std": "model-fp32",
+    "reauthored_flash": "model-fp32",
+    "tflite_std": "model-tflite-fp32",
+    "tflite_flash": "model-fp32",
+}
+
+
+def model_error_model(leg: str) -> ErrorModel:
+    """The error model of a chain leg (``parity.legs`` names) against the float64 oracle.
+
+    Raises:
+      ValueError: unknown leg.
+    """
+    if leg not in MODEL_ERROR_MODEL_OF_LEG:
+        raise ValueError(f"leg ({leg!r}) has no error model; expected one of {list(MODEL_ERROR_MODEL_OF_LEG)}")
+    return ERROR_MODELS[MODEL_ERROR_MODEL_OF_LEG[leg]]

@@ -1,0 +1,225 @@
+"""One zoo model's legs and their runs on its prompts, built lazily and computed once.
+
+``Chain`` builds a leg only when a check first needs it, runs it on every
+prompt of the model at once (the oracle first, so the other legs can be fed its
+tokens), keeps the ``LegRun``s and drops the model. ``TFLiteStore`` converts
+each variant (standard, flash) of a model at most once per store, keyed by
+everything that determines the file, so a session converts SmolLM2 exactly
+twice however many checks use it.
+
+``python -m parity.chain --model smollm2-135m [--tflite]`` prints the max logit
+difference of every leg pair and whether greedy generation was identical
+(the numbers of the closing note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from parity import legs as L
+from parity.zoo import PreparedModel
+
+LegFactory = Callable[[], L.Leg]
+
+
+class TFLiteStore:
+    """Converted models under ``directory``, one per (model, variant, kernel, sizes) key."""
+
+    def __init__(self, directory: Path, attention_impl: Callable, attention_impl_spec: str):
+        self.directory = Path(directory)
+        self.attention_impl = attention_impl
+        self.attention_impl_spec = attention_impl_spec
+        self.conversions: dict[str, float] = {}  # file name -> seconds, this store only
+
+    def path(self, prepared: PreparedModel, variant: str) -> Path:
+        """The .tflite of ``variant`` ("std" or "flash"), converting it if not there yet.
+
+        Raises:
+          ValueError: unknown variant.
+        """
+        if variant not in ("std", "flash"):
+            raise ValueError(f"variant ({variant!r}) must be 'std' or 'flash'")
+        target = (
+            self.directory / f"{prepared.zoo.name}-{variant}-{self._key(prepared, variant)}.tflite"
+        )
+        if not target.is_file():
+            self._convert(prepared, variant, target)
+        return target
+
+    def _key(self, prepared: PreparedModel, variant: str) -> str:
+        zoo = prepared.zoo
+        options = L.accepted_options(self.attention_impl, zoo.kernel_options)
+        kernel = self.attention_impl_spec if variant == "flash" else "standard"
+        text = (f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())}"
+                f" prefill={zoo.prefill_seq_len} kv={zoo.kv_cache_max_len} {_sources_hash()}")  # fmt: skip
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
+        import time
+
+        from edge_flash.convert import convert_to_tflite
+
+        zoo = prepared.zoo
+        model = L.build_reauthored(prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+        if variant == "flash":
+            L.route_attention(model, self.attention_impl, zoo.kernel_options)
+        started = time.perf_counter()
+        convert_to_tflite(model, target, [zoo.prefill_seq_len], zoo.kv_cache_max_len)
+        self.conversions[target.name] = time.perf_counter() - started
+
+
+def _sources_hash() -> str:
+    """Hash of edge_flash's sources: a cache directory kept across sessions goes stale with them."""
+    import edge_flash
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(edge_flash.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+class Chain:
+    """The legs of one prepared zoo model (see the module docstring).
+
+    Args:
+      prepared: the model and its prompts.
+      attention_impl: the attention function of the flash legs.
+      tflite_store: converts the TFLite legs' models; None means no TFLite legs.
+      factories: leg name -> factory, replacing the default for that leg (the
+        harness's own tests inject broken legs this way).
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedModel,
+        attention_impl: Callable,
+        tflite_store: TFLiteStore | None = None,
+        factories: Mapping[str, LegFactory] | None = None,
+    ):
+        self.prepared = prepared
+        self.attention_impl = attention_impl
+        self.tflite_store = tflite_store
+        self.factories = {**self._default_factories(), **(factories or {})}
+        self._runs: dict[str, dict[str, L.LegRun]] = {}
+
+    def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
+        """Runs of ``legs`` (plus the oracle and their baselines) on ``prompt``."""
+        wanted = {L.ORACLE, *legs}
+        wanted |= {L.BASELINE_OF[leg] for leg in wanted if leg in L.BASELINE_OF}
+        return {leg: self._leg_runs(leg)[prompt] for leg in _ordered(wanted)}
+
+    def _leg_runs(self, leg: str) -> dict[str, L.LegRun]:
+        if leg not in self._runs:
+            zoo = self.prepared.zoo
+            oracle = None if leg == L.ORACLE else self._leg_runs(L.ORACLE)
+            instance = self.factories[leg]()
+            self._runs[leg] = {
+                name: L.run_leg(
+                    instance,
+                    ids,
+                    zoo.max_new_tokens,
+                    None if oracle is None else oracle[name].chosen,
+                )
+                for name, ids in self.prepared.prompt_ids.items()
+            }
+        return self._runs[leg]
+
+    def _default_factories(self) -> dict[str, LegFactory]:
+        zoo, checkpoint = self.prepared.zoo, self.prepared.checkpoint
+        length = zoo.kv_cache_max_len
+
+        def reauthored():
+            return L.build_reauthored(checkpoint, zoo.builder, length)
+
+        def tflite(variant: str, name: str) -> LegFactory:
+            def factory():
+                if self.tflite_store is None:
+                    raise ValueError(f"leg {name} needs a TFLiteStore; this chain has none")
+                return L.TFLiteLeg(self.tflite_store.path(self.prepared, variant), name)
+
+            return factory
+
+        from parity.fp64_model import to_float64
+
+        return {
+            L.HF: lambda: L.HFLeg(L.load_hf_model(checkpoint)),
+            L.STD: lambda: L.ReauthoredLeg(reauthored(), length, L.STD),
+            L.FLASH: lambda: L.ReauthoredLeg(
+                L.route_attention(reauthored(), self.attention_impl, zoo.kernel_options),
+                length,
+                L.FLASH,
+            ),
+            L.ORACLE: lambda: L.ReauthoredLeg(to_float64(reauthored()), length, L.ORACLE),
+            L.TFLITE_STD: tflite("std", L.TFLITE_STD),
+            L.TFLITE_FLASH: tflite("flash", L.TFLITE_FLASH),
+        }
+
+
+def _ordered(legs: Iterable[str]) -> list:
+    order = (L.ORACLE,) + L.ALL_LEGS
+    return sorted(legs, key=lambda leg: order.index(leg) if leg in order else len(order))
+
+
+def pair_table(runs: Mapping[str, L.LegRun]) -> list:
+    """Rows (leg a, leg b, max |logit diff| over prefill + decode rows, greedy agreement).
+
+    Greedy agreement is the number of leading steps where a and b generate the
+    same tokens. Legs other than the oracle were fed the oracle's tokens, so
+    this is exact while both still agree with the oracle; if both leave it with
+    the same token, their texts are known to agree only up to there ("N+").
+    """
+    names = _ordered(runs)
+    rows = []
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = runs[first], runs[second]
+            diff = max(
+                float((a.prefill_logits - b.prefill_logits).abs().max()),
+                float((a.step_logits - b.step_logits).abs().max()),
+            )
+            rows.append((first, second, diff, _greedy_agreement(runs, first, second)))
+    return rows
+
+
+def _greedy_agreement(runs: Mapping[str, L.LegRun], first: str, second: str) -> str:
+    def leading(x: list, y: list) -> int:
+        return next((s for s, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+
+    oracle = runs[L.ORACLE].chosen
+    a, b = runs[first].chosen, runs[second].chosen
+    steps = len(oracle)
+    both = leading(a, b)
+    with_oracle = min(leading(a, oracle), leading(b, oracle))
+    if both <= with_oracle:
+        return f"{both}/{steps}"
+    return f"{with_oracle + 1}+/{steps}"
+
+
+def main(argv=None) -> int:
+    """Prints the leg-pair table of one zoo model (default: SmolLM2), one block per prompt."""
+    import edge_flash
+    from parity.zoo import prepare, zoo_model
+
+    parser = argparse.ArgumentParser(prog="python -m parity.chain", description=main.__doc__)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--tflite", action="store_true", help="include the TFLite legs")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="parity-chain-") as work:
+        prepared = prepare(zoo_model(args.model), Path(work))
+        store = TFLiteStore(Path(work), edge_flash.flash_attention, "edge_flash:flash_attention")
+        chain = Chain(prepared, edge_flash.flash_attention, store if args.tflite else None)
+        legs = L.ALL_LEGS if args.tflite else L.PYTORCH_LEGS
+        for prompt in prepared.prompt_ids:
+            print(f"## {args.model} / {prompt}", flush=True)
+            for first, second, diff, same in pair_table(chain.runs(prompt, legs)):
+                print(f"{first:>17} vs {second:<17} max|logit diff| {diff:.3e}  greedy same {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

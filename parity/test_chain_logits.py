@@ -1,0 +1,47 @@
+"""Chain suite, logits: every leg against the float64 oracle at every prefill position
+and every decode step, and flash against standard within the owner's bound.
+
+Legs, tolerances and diagnosis: ``parity.legs``, ``parity.tolerances`` (end-to-end
+section), ``parity.checks``. A failure names the case, the leg, the worst logit,
+the first divergent token with the top-2 margins there, and the first layer over budget.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parity import legs as L
+from parity.cases import leg_cases
+from parity.checks import check_flash_vs_standard, check_logits
+
+
+def _check(chains, case, stage, record_result):
+    chain = chains.get(case.model)
+    runs = chain.runs(case.prompt, [case.leg])
+    return check_logits(
+        runs, case.leg, stage, case_id=case.case_id, model=case.model.name,
+        record=record_result, token_text=lambda token: chain.prepared.decode([token]),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
+def test_prefill_logits_match_oracle_at_every_position(case, chains, record_result):
+    """Prefill logits (T, V) of the leg are within its error model of the float64 oracle."""
+    _check(chains, case, "prefill", record_result)
+
+
+@pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
+def test_decode_step_logits_match_oracle(case, chains, record_result):
+    """The logits of every decode step (fed the oracle's tokens) are within the error model."""
+    _check(chains, case, "decode", record_result)
+
+
+@pytest.mark.parametrize("case", leg_cases([L.FLASH]))
+def test_flash_logits_within_owner_bound_of_standard(case, chains, record_result):
+    """Flash and standard PyTorch logits differ by at most 1e-4, prefill and decode."""
+    chain = chains.get(case.model)
+    runs = chain.runs(case.prompt, [L.FLASH, L.STD])
+    check_flash_vs_standard(
+        runs, L.FLASH, case_id=case.case_id, model=case.model.name, record=record_result,
+        token_text=lambda token: chain.prepared.decode([token]),
+    )  # fmt: skip
