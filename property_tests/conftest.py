@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from property_tests.gate import Gate
+# property_tests.gate imports litert-torch (~4 s); it is imported inside the
+# fixture so that a bad --attention-impl fails in ~1 s, before anything heavy.
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -30,4 +31,6 @@ def _one_torch_thread():
 @pytest.fixture
 def gate(attention_impl, attention_impl_spec_str, record_result, request):
     """A ``Gate`` for this test: candidate vs oracle vs standard, with rows and targets."""
+    from property_tests.gate import Gate
+
     return Gate(attention_impl, attention_impl_spec_str, request.node.nodeid, record_result)

@@ -13,9 +13,65 @@ from parity.tolerances import ERROR_MODELS
 from property_tests.settings import GATE_SETTINGS
 from property_tests.strategies import HUGE_LOGIT_SCALES, AttentionCase, attention_cases
 
+# Minimal failing cases hypothesis found for the broken kernels of
+# property_tests/broken_kernels.py (ci profile), pinned so the gate catches each
+# bug class first thing, deterministically. Comments name the kernels.
+_TINY = dict(logits="tiny", q_block_size=256, kv_block_size=256)
+PINNED = [
+    # approximate_reciprocal (caught by the floor: the standard is exact on S = 1),
+    # drops_partial_kv_block (S < kv_block_size: no block at all)
+    AttentionCase(seq_kv=1, **_TINY),
+    # causal_diagonal_off_by_one, bottom_right_causal: mask=None, row 0 must see key 0 only
+    AttentionCase(seq_kv=2, **{**_TINY, "q_block_size": 1}),
+    # neg_inf_running_max (NaN), fully_masked_rows_mean (mean of v): a padded-out row
+    AttentionCase(seq_kv=1, mask="pad-left", seed=1, **_TINY),
+    # gqa_head_modulo: head 1 of 4 must read KV head 0, not 1
+    AttentionCase(seq_kv=1, num_heads=4, num_kv_heads=2, **_TINY),
+    # half_precision_probs: 9.6e-5 error, under the owner's 1e-4, caught by 2x standard + floor
+    AttentionCase(seq_kv=2, offset=1, mask="causal", **_TINY),
+    # mask_rows_not_offset: the second query block reads the first block's mask rows
+    AttentionCase(seq_q=17, seq_kv=17, mask="causal", **{**_TINY, "q_block_size": 16}),
+    # missing_acc_rescale: two KV blocks of one key, the second with the larger score
+    AttentionCase(batch=2, seq_kv=2, offset=1, mask="causal", **{**_TINY, "kv_block_size": 1}),
+    # scale_missing_sqrt: alibi makes the logits differ, so the scale matters
+    AttentionCase(seq_kv=2, alibi=True, **_TINY),
+    # softcap_after_mask: tanh(s + alibi) instead of tanh(s) + alibi
+    AttentionCase(
+        batch=2,
+        seq_kv=2,
+        softcap=30.0,
+        alibi=True,
+        logits="large",
+        seed=111,
+        q_block_size=256,
+        kv_block_size=256,
+    ),  # fmt: skip
+    # truncated_scale_constant: hypothesis's minimal case fails by only 1.07x (the scale
+    # is off by 1.9e-5 relative at H = 32); the second pin, found by a search over
+    # H, logits and S, fails by 14x (H = 65: 0.12403 for 0.124035).
+    AttentionCase(seq_kv=2, num_heads=16, num_kv_heads=2, alibi=True, **_TINY),
+    AttentionCase(
+        seq_kv=5, head_dim=65, mask="bidirectional", seed=3, q_block_size=256, kv_block_size=256
+    ),  # fmt: skip
+]
+# no_max_subtraction: exp(100-ish logits) overflows to inf, inf / inf = NaN
+PINNED_HUGE = [AttentionCase(seq_kv=1, logits="100", seed=2, q_block_size=256, kv_block_size=256)]
+
+
+def pinned(cases):
+    """Decorator: ``@example(case=c)`` for every c in ``cases``."""
+
+    def decorate(test):
+        for case in reversed(cases):
+            test = example(case=case)(test)
+        return test
+
+    return decorate
+
 
 @GATE_SETTINGS
 @given(case=attention_cases())
+@pinned(PINNED)
 def test_candidate_matches_oracle_within_fp32_error_model(gate, case):
     """fp32: within 1e-4 of the oracle and within 2x the standard's own error + 8 u floor."""
     gate.check_against_oracle(case)
@@ -23,6 +79,7 @@ def test_candidate_matches_oracle_within_fp32_error_model(gate, case):
 
 @GATE_SETTINGS
 @given(case=attention_cases(logits=tuple(HUGE_LOGIT_SCALES)))
+@pinned(PINNED_HUGE)
 def test_candidate_is_finite_and_close_to_standard_at_huge_logits(gate, case):
     """Logits up to ~1e4: no NaN or inf, and within 2x the standard's own error + 8 u floor."""
     gate.check_against_oracle(case, error_model=ERROR_MODELS["fp32-huge-logits"])
