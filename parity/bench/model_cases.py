@@ -53,7 +53,8 @@ def ensure_model_converted(case: BenchCase, cache: Path | None) -> tuple[Path, d
     path = _model_file(case, directory)
     if path.exists():
         return path, {"cached": True, "bytes": path.stat().st_size}
-    checkpoint = directory / "checkpoints" / f"tinyllama-shaped-2layer-v{_VOCAB_SIZE}"
+    positions = max(case.seq_kv, 2048)  # TinyLlama's 2048, raised for longer caches
+    checkpoint = directory / "checkpoints" / f"tinyllama-shaped-2layer-v{_VOCAB_SIZE}-p{positions}"
     prefill = BenchCase("litert", "model-prefill", case.impl, case.seq_kv, case.seq_kv,
                         case.q_block_size, case.kv_block_size)  # fmt: skip
     info = convert.run_convert_child(

@@ -136,7 +136,11 @@ def run_case(
         )
         return {"status": "skipped", "reason": reason}
     try:
-        return {"status": "measured", **measure_case(case, repeats, cache, save_output)}
+        load_before = _load_average()
+        measured = measure_case(case, repeats, cache, save_output)
+        # The machine is shared: the load around a case says how much to trust its latency.
+        return {"status": "measured", "load_before": load_before, "load_after": _load_average(),
+                **measured}  # fmt: skip
     except (CaseError, convert.ConversionError, RuntimeError) as error:
         return {"status": "error", "reason": str(error)}
 
@@ -184,6 +188,11 @@ def run_benchmarks(
     finally:
         writer.close()
     return rows
+
+
+def _load_average() -> float:
+    """The 1-minute load average (runnable processes; this machine has 2 cores)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def _length_key(case: BenchCase) -> tuple:
