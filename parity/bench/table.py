@@ -55,6 +55,9 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
                 "status": details.get("status", "measured"),
                 "reason": details.get("reason", ""),
                 "cpu_ms": details.get("median_cpu_ms", math.nan),
+                "load": max(
+                    details.get("load_before", math.nan), details.get("load_after", math.nan)
+                ),
             },
         )
         value = _as_float(row.get("value"))
@@ -109,6 +112,7 @@ def summary_table(rows: list[dict], fmt: str = "simple") -> str:
         "activation_mb": "activations MB",
         "latency_ms": "median ms",
         "cpu_ms": "cpu ms",
+        "load": "load",
         "status": "status",
     }
     shown = frame[list(columns)].rename(columns=columns)

@@ -93,7 +93,7 @@ def _bench_html(bench: pd.DataFrame, bench_headers: list[dict]) -> str:
         return "<p><em>No benchmark rows in this results file (run with benchmarks).</em></p>"
     columns = [
         "runtime", "target", "seq_q", "seq_kv", "impl", "peak_mb", "floor_mb", "peak_over_floor",
-        "standard_over_this", "activation_mb", "latency_ms", "cpu_ms", "status", "reason",
+        "standard_over_this", "activation_mb", "latency_ms", "cpu_ms", "load", "status", "reason",
     ]  # fmt: skip
     shown = bench[[c for c in columns if c in bench]]
     method = (bench_headers[-1].get("method") if bench_headers else None) or METHOD
@@ -102,8 +102,11 @@ def _bench_html(bench: pd.DataFrame, bench_headers: list[dict]) -> str:
     )
     return (
         '<div class="scroll">' + _table(shown) + "</div>"
-        "<p>peak/floor: peak over the bytes of Q, K, V and O; std/this: the runtime's standard"
-        " (LiteRT: HLFB composite, PyTorch: math path) over this case.</p>"
+        "<p>peak_over_floor: peak over the bytes of Q, K, V and O; standard_over_this: the"
+        " runtime's standard (LiteRT: HLFB composite, PyTorch: math path) over this case;"
+        " activation_mb: whole-model prefill peak minus decode peak; cpu_ms: process CPU time"
+        " of a call; load: the machine's 1-minute load average around the case (2 cores:"
+        " above 2, other work competed for the CPU and latencies are inflated).</p>"
         f"<details open><summary>Method</summary><ul>{items}</ul></details>"
     )
 
