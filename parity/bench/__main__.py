@@ -36,11 +36,23 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _block_pairs(text: str) -> tuple[tuple[int, int], ...]:
+    """``"256:128,128:128"`` -> ((256, 128), (128, 128))."""
+    try:
+        pairs = tuple(tuple(int(n) for n in part.split(":")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of q:kv block sizes") from None
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive q:kv pairs, e.g. 256:128")
+    return pairs
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m parity.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help=f"lengths {QUICK_LENGTHS}, no sweep")
     parser.add_argument("--lengths", type=_positive_ints, help="comma-separated T = S values")
     parser.add_argument("--sweep-lengths", type=_positive_ints, help="lengths of the block sweep")
+    parser.add_argument("--blocks", type=_block_pairs, help="sweep q:kv pairs, e.g. 128:128,64:128")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="torch,litert")
     parser.add_argument("--parts", default=",".join(_PARTS), help="attention,model")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (5; 3 quick)")
@@ -61,7 +73,8 @@ def _cases(args) -> list:
             raise ValueError(f"{name} ({','.join(unknown)}) must be among {','.join(allowed)}")
     cases = []
     if "attention" in parts:
-        cases += attention_cases(lengths, sweep, runtimes=runtimes)
+        blocks = {"block_choices": args.blocks} if args.blocks else {}
+        cases += attention_cases(lengths, sweep, runtimes=runtimes, **blocks)
     if "model" in parts and "litert" in runtimes:
         from parity.bench.model_cases import model_cases
 
