@@ -8,10 +8,13 @@ METHOD = {
         " only numpy and ai_edge_litert (checked per case)."
     ),
     "torch_memory": (
-        "peak_bytes: peak of live tensor bytes during one call after one warm-up call,"
-        " from torch.profiler allocation events replayed in order"
-        " (parity.memory.peak_bytes_during). peak_rss_bytes: VmHWM minus VmRSS around one"
-        " call, after writing 5 to /proc/self/clear_refs."
+        "call_peak_bytes: peak of tensor bytes allocated during one call after one warm-up"
+        " call, from torch.profiler allocation events replayed in order"
+        " (parity.memory.peak_bytes_during; where that module is missing, the peak RSS, as"
+        " the row's peak_method says). peak_bytes: call_peak_bytes plus the bytes of Q, K"
+        " and V (live during the call, allocated before it), comparable with the floor."
+        " peak_rss_bytes: VmHWM minus VmRSS around one call, after writing 5 to"
+        " /proc/self/clear_refs."
     ),
     "litert_memory": (
         "peak_bytes: VmHWM minus VmRSS taken before the interpreter is created (inputs"
