@@ -140,3 +140,14 @@ def test_litert_copy_case_measures_at_least_its_floor_without_torch(tmp_path):
     assert np.load(tmp_path / "o.npy").shape == (1, 256, 32, 64)
     again = runner.run_case(case, repeats=1, cache=tmp_path)
     assert again["conversion"]["cached"] is True  # the second run reuses the converted file
+
+
+def test_torch_case_peak_counts_inputs_and_at_least_the_output():
+    """A fresh PyTorch child: the peak holds Q, K, V and O at least, measured by the profiler."""
+    case = BenchCase("torch", "attention", "flash", 128, 128, 64, 32)
+    outcome = runner.run_case(case, repeats=2)
+    assert outcome["status"] == "measured", outcome.get("reason")
+    assert outcome["peak_method"] == "torch.profiler replay"
+    assert outcome["peak_bytes"] >= cases.floor_bytes(case.shape, 128, 128)
+    assert outcome["call_peak_bytes"] >= 128 * 32 * 64 * 4  # the output is allocated in the call
+    assert outcome["outputs_finite"] and len(outcome["samples_ms"]) == 2
