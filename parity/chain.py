@@ -55,8 +55,9 @@ class TFLiteStore:
         zoo = prepared.zoo
         options = L.accepted_options(self.attention_impl, zoo.kernel_options)
         kernel = self.attention_impl_spec if variant == "flash" else "standard"
-        text = (f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())}"
-                f" prefill={zoo.prefill_seq_len} kv={zoo.kv_cache_max_len} {_sources_hash()}")  # fmt: skip
+        sizes = f"prefill={zoo.prefill_seq_len} kv={zoo.kv_cache_max_len}"
+        text = f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())} {sizes}"
+        text += f" {_sources_hash()}"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def _convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:

@@ -18,6 +18,7 @@ top-2 margins there and the first layer over budget.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import torch
@@ -25,14 +26,39 @@ import torch
 from parity import legs as L
 from parity.compare import Comparison, assert_close_to_oracle
 from parity.diagnose import diagnose, first_divergence
-from parity.tolerances import FLASH_VS_STANDARD_ATOL, model_error_model
+from parity.tolerances import FLASH_VS_STANDARD_ATOL, ErrorModel, model_error_model
 
 Record = Callable[..., object]
 TokenText = Callable[[int], str]
 
 
-def _diagnosed(message: str, runs: Mapping[str, L.LegRun], leg: str, token_text) -> str:
-    return f"{message}\n{diagnose(runs, leg).describe(token_text)}"
+@dataclasses.dataclass(frozen=True)
+class Judge:
+    """Who each leg is judged next to and under which error model.
+
+    The suites use the defaults (``parity.legs.BASELINE_OF``,
+    ``parity.tolerances.model_error_model``); ``parity.verify``, which runs
+    only HF, the model under test and its TFLite file, overrides both.
+    """
+
+    baselines: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(L.BASELINE_OF))
+    error_models: Mapping[str, ErrorModel] = dataclasses.field(default_factory=dict)
+    reproduce: str = (
+        "pytest parity -k '{case_id}' (add --attention-impl pkg.mod:fn to test another kernel)"
+    )
+
+    def baseline(self, leg: str) -> str:
+        return self.baselines[leg]
+
+    def error_model(self, leg: str) -> ErrorModel:
+        return self.error_models.get(leg) or model_error_model(leg)
+
+
+DEFAULT_JUDGE = Judge()
+
+
+def _diagnosed(message: str, runs, leg: str, token_text, judge: Judge) -> str:
+    return f"{message}\n{diagnose(runs, leg, judge.baselines).describe(token_text)}"
 
 
 def _record(record: Record, comparison: Comparison, model: str, shapes: str, extra: str = ""):
@@ -50,6 +76,7 @@ def check_logits(
     model: str,
     record: Record,
     token_text: TokenText = str,
+    judge: Judge = DEFAULT_JUDGE,
 ) -> Comparison | None:
     """``stage`` "prefill": (T, V) logits at every prompt position; "decode": (n - 1, V)
     logits of every decode step. Returns None when there is nothing to compare
@@ -60,7 +87,7 @@ def check_logits(
     """
     if stage not in ("prefill", "decode"):
         raise ValueError(f"stage ({stage!r}) must be 'prefill' or 'decode'")
-    baseline = L.BASELINE_OF[leg]
+    baseline = judge.baseline(leg)
 
     def pick(run: L.LegRun) -> torch.Tensor:
         return run.prefill_logits if stage == "prefill" else run.step_logits[1:]
@@ -75,12 +102,13 @@ def check_logits(
 
     def locate(index: tuple) -> str:
         row, vocab_id = index
-        return f"{_position(run, row, stage, token_text)}, vocab id {vocab_id} {token_text(vocab_id)!r}"
+        where = _position(run, row, stage, token_text)
+        return f"{where}, vocab id {vocab_id} {token_text(vocab_id)!r}"
 
     return _compare(
         runs, leg, pick(run), expected, pick(runs[baseline]), scale,
-        error_model=model_error_model(leg), what=f"{stage} logits", locate=locate,
-        case_id=case_id, model=model, record=record, token_text=token_text,
+        what=f"{stage} logits", locate=locate, case_id=case_id, model=model, record=record,
+        token_text=token_text, judge=judge,
     )  # fmt: skip
 
 
@@ -92,6 +120,7 @@ def check_kv_cache(
     model: str,
     record: Record,
     token_text: TokenText = str,
+    judge: Judge = DEFAULT_JUDGE,
 ) -> Comparison:
     """The (L, 2, T, G, H) cache rows after prefill against the oracle's.
 
@@ -110,9 +139,9 @@ def check_kv_cache(
         return f"layer {layer} {'kv'[which]} cache, {where}"
 
     return _compare(
-        runs, leg, runs[leg].kv, expected, runs[L.BASELINE_OF[leg]].kv, scale,
-        error_model=model_error_model(leg), what="KV cache after prefill", locate=locate,
-        case_id=case_id, model=model, record=record, token_text=token_text,
+        runs, leg, runs[leg].kv, expected, runs[judge.baseline(leg)].kv, scale,
+        what="KV cache after prefill", locate=locate, case_id=case_id, model=model,
+        record=record, token_text=token_text, judge=judge,
     )  # fmt: skip
 
 
@@ -128,20 +157,20 @@ def _position(run: L.LegRun, row: int, stage: str, token_text: TokenText) -> str
     )
 
 
-def _compare(runs, leg, actual, expected, baseline, scale, *, error_model, what, locate, case_id,
-             model, record, token_text) -> Comparison:  # fmt: skip
+def _compare(runs, leg, actual, expected, baseline, scale, *, what, locate, case_id, model,
+             record, token_text, judge) -> Comparison:  # fmt: skip
     shapes = "x".join(str(size) for size in expected.shape)
     label = f"{case_id} {what}"
     try:
         return assert_close_to_oracle(
             actual,
             expected,
-            error_model=error_model,
+            error_model=judge.error_model(leg),
             baseline=baseline,
             rounding_scale=scale,
             case_id=label,
-            names=(leg, L.BASELINE_OF[leg], L.ORACLE),
-            reproduce=_reproduce(case_id),
+            names=(leg, judge.baseline(leg), L.ORACLE),
+            reproduce=judge.reproduce.format(case_id=case_id),
             on_result=lambda c: _record(record, c, model, shapes, f"what={what}"),
         )
     except AssertionError as error:
@@ -150,7 +179,7 @@ def _compare(runs, leg, actual, expected, baseline, scale, *, error_model, what,
         )
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), expected.shape))
         message = f"{error}\n  Greatest error at: {locate(index)}"
-        raise AssertionError(_diagnosed(message, runs, leg, token_text)) from None
+        raise AssertionError(_diagnosed(message, runs, leg, token_text, judge)) from None
 
 
 def check_flash_vs_standard(
@@ -161,6 +190,7 @@ def check_flash_vs_standard(
     model: str,
     record: Record,
     token_text: TokenText = str,
+    judge: Judge = DEFAULT_JUDGE,
 ) -> float:
     """max |flash - standard| over prefill and decode-step logits <= ``FLASH_VS_STANDARD_ATOL``.
 
@@ -189,9 +219,9 @@ def check_flash_vs_standard(
         f" {flash_leg} {float(actual[row, vocab_id]):.9g}, {standard}"
         f" {float(expected[row, vocab_id]):.9g}\n"
         f"  Mismatched logits: {int((diff > FLASH_VS_STANDARD_ATOL).sum())} / {diff.numel()}\n"
-        f"  Reproduce: {_reproduce(case_id)}"
+        f"  Reproduce: {judge.reproduce.format(case_id=case_id)}"
     )
-    raise AssertionError(_diagnosed(message, runs, flash_leg, token_text))
+    raise AssertionError(_diagnosed(message, runs, flash_leg, token_text, judge))
 
 
 def check_greedy(
@@ -202,6 +232,7 @@ def check_greedy(
     model: str,
     record: Record,
     token_text: TokenText = str,
+    judge: Judge = DEFAULT_JUDGE,
 ) -> int:
     """Greedy token ids of ``leg`` identical to the oracle's at every step.
 
@@ -218,7 +249,7 @@ def check_greedy(
     found = first_divergence(run, oracle)
     steps = len(oracle.chosen)
     identical = steps if found is None else found.step
-    allowance = _logit_allowance(runs, leg)
+    allowance = _logit_allowance(runs, leg, judge)
     tie = found is not None and found.oracle_top.margin <= 2 * allowance
     detail = f"identical_steps={identical}/{steps}"
     if found is not None:
@@ -233,22 +264,19 @@ def check_greedy(
         f"{leg} greedy generation differs from {L.ORACLE} for case {case_id}: identical for"
         f" {identical} of {steps} steps; the oracle's top-2 margin at the divergence"
         f" ({found.oracle_top.margin:.3e}) exceeds twice the logit allowance ({2 * allowance:.3e}),"
-        f" so this is not a rounding near-tie\n  Reproduce: {_reproduce(case_id)}"
+        f" so this is not a rounding near-tie\n"
+        f"  Reproduce: {judge.reproduce.format(case_id=case_id)}"
     )
-    raise AssertionError(_diagnosed(message, runs, leg, token_text))
+    raise AssertionError(_diagnosed(message, runs, leg, token_text, judge))
 
 
-def _logit_allowance(runs: Mapping[str, L.LegRun], leg: str) -> float:
+def _logit_allowance(runs: Mapping[str, L.LegRun], leg: str, judge: Judge) -> float:
     """The greatest logit error the error model allows this leg (prefill and decode rows)."""
-    model = model_error_model(leg)
+    model = judge.error_model(leg)
     oracle = runs[L.ORACLE]
     expected = torch.cat([oracle.prefill_logits, oracle.step_logits[1:]])
-    baseline = runs[L.BASELINE_OF[leg]]
+    baseline = runs[judge.baseline(leg)]
     base = torch.cat([baseline.prefill_logits, baseline.step_logits[1:]])
     baseline_error = float((base - expected).abs().max())
     scale = float(expected.abs().max())
     return model.factor * baseline_error + model.floor_units * model.unit_roundoff * scale
-
-
-def _reproduce(case_id: str) -> str:
-    return f"pytest parity -k '{case_id}' (add --attention-impl pkg.mod:fn to test another kernel)"

@@ -66,7 +66,7 @@ class ChainStore:
         self._chains = {}
 
     def get(self, model):
-        """The chain of zoo entry ``model``; skips the user-checkpoint entry without a checkpoint."""
+        """The chain of zoo entry ``model``; skips ``user-checkpoint`` without a checkpoint."""
         from parity.chain import Chain
         from parity.zoo import HOW_TO_ENABLE_USER_CHECKPOINT, USER_CHECKPOINT, prepare
 

@@ -83,6 +83,7 @@ class LayerFinding:
     error: float
     budget: float
     baseline_error: float
+    baseline: str = ""
 
 
 def layer_errors(hidden: torch.Tensor, oracle_hidden: torch.Tensor, last_position: int):
@@ -122,6 +123,7 @@ def first_layer_over_budget(
                 error=float(errors[layer]),
                 budget=float(budgets[layer]),
                 baseline_error=float(baseline_errors[layer]),
+                baseline=baseline.leg,
             )
     return None
 
@@ -151,7 +153,7 @@ class Diagnosis:
                 f"  first layer over budget: layer {found.layer} of {found.source} (blocks counted"
                 f" from 0, {self.num_layers} in all)"
                 f" (hidden-state error {found.error:.3e} > budget {found.budget:.3e} at position"
-                f" {found.position}; baseline {L.BASELINE_OF[found.source]} has {found.baseline_error:.3e})"
+                f" {found.position}; baseline {found.baseline} has {found.baseline_error:.3e})"
             )
         return "\n".join(lines)
 
@@ -173,28 +175,39 @@ def _describe_divergence(leg: str, found: Divergence, token_text: TokenText) -> 
     return [token_line, margin_line]
 
 
-def diagnose(runs: Mapping[str, L.LegRun], leg: str) -> Diagnosis:
+def diagnose(
+    runs: Mapping[str, L.LegRun], leg: str, baselines: Mapping[str, str] = L.BASELINE_OF
+) -> Diagnosis:
     """Diagnoses ``leg`` from the runs of one prompt (needs the oracle, the leg, its baseline).
 
     For a TFLite leg the layer search uses its PyTorch source leg, when its runs are there.
+    ``baselines`` maps each leg to the leg its per-layer budget is measured next to.
     """
     run, oracle = runs[leg], runs[L.ORACLE]
     divergence = first_divergence(run, oracle)
     last = None if divergence is None else divergence.position
     source = leg if run.hidden is not None else L.SOURCE_OF.get(leg)
     layer, note = None, ""
-    if source is None or source not in runs or L.BASELINE_OF[source] not in runs:
+    if source is None or source not in runs or baselines.get(source) not in runs:
         note = f"no per-layer hidden states for {leg}"
     else:
-        layer = first_layer_over_budget(runs[source], runs[L.BASELINE_OF[source]], oracle, last)
+        layer = first_layer_over_budget(runs[source], runs[baselines[source]], oracle, last)
         span = "all positions" if last is None else f"positions 0..{last}"
         note = f"{source} vs {L.ORACLE}, every block output over {span}"
         if source != leg:
-            note = f"the TFLite graph exposes no per-layer outputs; searched its PyTorch source: {note}"
+            note = (
+                "the TFLite graph exposes no per-layer outputs; searched its PyTorch source: "
+                + note
+            )
         if layer is None:
             note += "; every layer within budget"
             if source != leg:
                 note += " (so the difference arises in conversion or in the LiteRT runtime)"
+    if leg == L.HF:
+        note += (
+            f"; note that {L.ORACLE} is the re-authored model in float64, so a bug in the"
+            " re-authored code that every re-authored leg shares shows up as HF's divergence"
+        )
     hidden = runs[source].hidden if source in runs else None
     num_layers = 0 if hidden is None else hidden.shape[0]
     return Diagnosis(leg, len(run.chosen), divergence, layer, note, num_layers)

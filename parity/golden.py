@@ -220,7 +220,8 @@ def check_against_golden(obtained: dict, directory: Optional[Path] = None) -> No
     _write_atomically(beside, _dumps(obtained))
     versions = _changed_versions(golden["provenance"], obtained["provenance"])
     raise AssertionError(
-        f"{model}: obtained outputs differ from golden file {path} (made {golden['provenance']['date']}):\n"
+        f"{model}: obtained outputs differ from golden file {path}"
+        f" (made {golden['provenance']['date']}):\n"
         + "\n".join(f"  - {problem}" for problem in problems)
         + f"\n  package versions changed since: {versions or 'none'}"
         + f"\n  obtained values written to {beside}; if the change is intended, accept it with"

@@ -36,8 +36,14 @@ def test_teacher_forced_choices_equal_free_running_generation(leg, chains, recor
         forced = chain.runs(prompt, [leg])[leg]
         free = L.run_leg(chain.factories[leg](), ids, TINY_RANDOM.max_new_tokens)
         same = sum(a == b for a, b in zip(free.chosen, forced.chosen))
-        record_result(suite="parity", case_id=f"{TINY_RANDOM.name}-{leg}-{prompt}",
-                      model=TINY_RANDOM.name, legs=f"{leg}-free-vs-{leg}-forced",
-                      metric="identical_steps", value=float(same),
-                      tolerance=float(len(free.chosen)), passed=free.chosen == forced.chosen)  # fmt: skip
+        record_result(
+            suite="parity",
+            case_id=f"{TINY_RANDOM.name}-{leg}-{prompt}",
+            model=TINY_RANDOM.name,
+            legs=f"{leg}-free-vs-{leg}-forced",
+            metric="identical_steps",
+            value=float(same),
+            tolerance=float(len(free.chosen)),
+            passed=free.chosen == forced.chosen,
+        )
         assert free.chosen == forced.chosen, (prompt, free.chosen, forced.chosen)

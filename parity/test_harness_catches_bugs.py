@@ -176,9 +176,10 @@ def test_first_divergence_reports_both_margins():
 
 
 def test_broken_kernel_given_by_attention_impl_fails_the_suite(tmp_path):
-    """`pytest --attention-impl <drifting kernel>` on the chain suite exits 1, naming leg and layer."""
+    """`pytest --attention-impl <drifting kernel>` on the chain suite exits 1, naming the layer."""
     command = [
-        sys.executable, "-m", "pytest", "parity/test_chain_logits.py", "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", "parity/test_chain_logits.py", "-q",
+        "-p", "no:cacheprovider",
         "--attention-impl", "parity.injected_bugs:drifting_flash_attention",
         "-k", "tiny-random-llama-reauthored_flash-ids-9 and owner_bound",
     ]  # fmt: skip

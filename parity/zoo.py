@@ -192,8 +192,8 @@ def prepare(model: ZooModel, work_dir: Path, checkpoint: Path | None = None) -> 
         a checkpoint without a tokenizer.
     """
     path = _checkpoint_for(model, Path(work_dir), checkpoint)
-    tokenizer = _tokenizer_for(path) if any(p.text for p in model.prompts) else None
-    prompt_ids = {p.name: encode_prompt(p, tokenizer, _vocab_size(path)) for p in model.prompts}
+    tokenizer = load_tokenizer(path) if any(p.text for p in model.prompts) else None
+    prompt_ids = {p.name: encode_prompt(p, tokenizer, vocab_size(path)) for p in model.prompts}
     return PreparedModel(model, path, tokenizer, prompt_ids, checkpoint_hash(path))
 
 
@@ -226,7 +226,12 @@ def _write_tinyllama_shaped(path: Path) -> Path:
     return path
 
 
-def _tokenizer_for(path: Path):
+def load_tokenizer(path: Path):
+    """The transformers tokenizer of a checkpoint directory.
+
+    Raises:
+      CheckpointError: the directory has no tokenizer files.
+    """
     from transformers import AutoTokenizer
 
     from edge_flash import require_tokenizer
@@ -234,7 +239,8 @@ def _tokenizer_for(path: Path):
     return AutoTokenizer.from_pretrained(require_tokenizer(path))
 
 
-def _vocab_size(path: Path) -> int:
+def vocab_size(path: Path) -> int:
+    """``vocab_size`` from the checkpoint's config.json."""
     return int(json.loads((path / "config.json").read_text(encoding="utf-8"))["vocab_size"])
 
 

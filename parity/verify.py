@@ -1,0 +1,257 @@
+"""Verifies a re-authored model against Hugging Face and a float64 oracle (seed: verify_flash.py).
+
+    python -m parity.verify --checkpoint_path PATH --prompts "What is a turboprop?" \\
+        --max_new_tokens 50 [--use_flash_attention] [--tflite]
+
+Without ``--checkpoint_path`` it verifies the shipped SmolLM2-135M-Instruct.
+The model under test is ``edge_flash.build_model(PATH, use_flash_attention=...)``;
+the reference is the transformers model (fp32, eager attention); the oracle is
+the re-authored standard model in float64 (``parity.fp64_model``). It prints
+one PASSED or FAILED line, with the measured difference, for:
+
+- ``verify with input IDs``: prefill logits of ``--input_ids`` at every
+  position, against the oracle next to HF's own error (error model ``model-fp32``);
+- ``verify with prompts`` (one per prompt, chat template applied when the
+  tokenizer has one): greedy generation of ``--max_new_tokens`` tokens, token
+  ids identical to the oracle's (and so to each other's), and the logits of
+  prefill and every decode step within the error model;
+- ``verify TFLite with prompts`` (``--tflite``): the same for the model under
+  test converted to TFLite and run in LiteRT, next to the PyTorch model's error
+  (error model ``model-tflite-fp32``);
+- ``verify_reauthored_model``: all of the above.
+
+Exit status: 0 all passed, 1 a check failed, 2 bad arguments or unusable input
+(one line each; ``--verbose`` adds the full diagnosis or traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+from parity import legs as L
+from parity.checks import Judge, check_greedy, check_logits
+from parity.tolerances import ERROR_MODELS
+
+DEFAULT_INPUT_IDS = (1, 2, 3, 4)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m parity.verify", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint_path", default=None, help="HF checkpoint dir (default: SmolLM2)"
+    )
+    parser.add_argument("--prompts", nargs="+", default=["What is a turboprop?"])
+    parser.add_argument("--max_new_tokens", type=int, default=50)
+    parser.add_argument("--input_ids", type=int, nargs="+", default=list(DEFAULT_INPUT_IDS))
+    parser.add_argument("--use_flash_attention", action="store_true")
+    parser.add_argument("--tflite", action="store_true", help="also convert and run in LiteRT")
+    parser.add_argument("--verbose", action="store_true", help="full diagnosis / traceback")
+    return parser
+
+
+def _say(message: str) -> None:
+    print(f"parity.verify: {message}", file=sys.stderr, flush=True)
+
+
+def _prepare(args):
+    """The PreparedModel of the checkpoint: prompts encoded, sizes for the KV cache."""
+    import edge_flash
+    from parity import zoo
+
+    path = Path(args.checkpoint_path) if args.checkpoint_path else None
+    if path is None:
+        _say("no --checkpoint_path: using the shipped SmolLM2-135M-Instruct")
+        path = edge_flash.shipped_smollm2_checkpoint()
+    edge_flash.read_hf_config(path)  # one clear error for a missing or bad directory
+    prompts = tuple(zoo.Prompt(f"prompt-{i}", text=text) for i, text in enumerate(args.prompts))
+    tokenizer = zoo.load_tokenizer(edge_flash.loader.checkpoint_dir(path))
+    vocab = zoo.vocab_size(path)
+    ids = {p.name: zoo.encode_prompt(p, tokenizer, vocab) for p in prompts}
+    ids["input-ids"] = list(args.input_ids)
+    longest = max(len(v) for v in ids.values())
+    prefill = 32 * math.ceil(longest / 32)
+    kv = 64 * math.ceil((prefill + args.max_new_tokens) / 64)
+    model = zoo.ZooModel(
+        name="verify", marks=(), prompts=prompts, max_new_tokens=args.max_new_tokens,
+        kv_cache_max_len=kv, prefill_seq_len=prefill, kernel_options={},
+    )  # fmt: skip
+    return zoo.PreparedModel(model, path, tokenizer, ids, zoo.checkpoint_hash(path))
+
+
+def _chain(prepared, args, work: Path):
+    """A chain whose model under test is built exactly as a user builds it."""
+    import edge_flash
+    from parity.chain import Chain
+
+    under_test = L.FLASH if args.use_flash_attention else L.STD
+    length = prepared.zoo.kv_cache_max_len
+
+    def model():
+        return edge_flash.build_model(
+            prepared.checkpoint,
+            use_flash_attention=args.use_flash_attention,
+            mask_cache_size=length,
+        )
+
+    def tflite_leg():
+        from edge_flash.convert import convert_to_tflite
+
+        prefill = prepared.zoo.prefill_seq_len
+        _say(f"converting the {under_test} model to TFLite (prefill {prefill}, KV {length})")
+        path = convert_to_tflite(model(), work / "model.tflite", [prefill], length)
+        return L.TFLiteLeg(path, tflite)
+
+    tflite = L.TFLITE_FLASH if args.use_flash_attention else L.TFLITE_STD
+    factories = {
+        under_test: lambda: L.ReauthoredLeg(model(), length, under_test),
+        tflite: tflite_leg,
+    }
+    judge = Judge(
+        baselines={under_test: L.HF, L.HF: under_test, tflite: under_test},
+        error_models={tflite: ERROR_MODELS["model-tflite-fp32"]},
+        reproduce="python -m parity.verify --verbose ... (same arguments)",
+    )
+    return Chain(prepared, edge_flash.flash_attention, None, factories), under_test, tflite, judge
+
+
+def _max_diff(first: L.LegRun, second: L.LegRun, rows: str) -> float:
+    if rows == "prefill":
+        return float((first.prefill_logits - second.prefill_logits).abs().max())
+    prefill = _max_diff(first, second, "prefill")
+    return max(prefill, float((first.step_logits - second.step_logits).abs().max()))
+
+
+def _run_checks(runs, legs, stages, judge, case_id, token_text):
+    """Runs the checks of every leg; returns (passed, greatest allowance of legs[0], failure)."""
+    rows, failure = [], ""
+    for leg in legs:
+        common = {
+            "case_id": case_id,
+            "model": "verify",
+            "token_text": token_text,
+            "judge": judge,
+            "record": lambda **row: rows.append(row),
+        }
+        try:
+            for stage in stages:
+                if stage == "greedy":
+                    check_greedy(runs, leg, **common)
+                else:
+                    check_logits(runs, leg, stage, **common)
+        except AssertionError as error:
+            failure = failure or str(error)
+    mine = [row for row in rows if row["legs"].startswith(f"{legs[0]}-vs-")]
+    return not failure, _allowance(mine), failure
+
+
+def _allowance(rows) -> float:
+    values = [row["tolerance"] for row in rows if row.get("metric") == "max_abs_err"]
+    return max(values) if values else float("nan")
+
+
+def _report(passed: bool, label: str, detail: str, failure: str, verbose: bool) -> bool:
+    print(f"{'PASSED' if passed else 'FAILED'} {label}: {detail}", flush=True)
+    if not passed:
+        lines = failure.splitlines()
+        wanted = ("first divergent token", "first layer", "note that")
+        keep = [line for line in lines if any(text in line for text in wanted)]
+        print("\n".join(lines if verbose else [lines[0]] + keep), flush=True)
+    return passed
+
+
+def _verify_input_ids(chain, leg, judge, args, token_text) -> bool:
+    runs = chain.runs("input-ids", [leg, L.HF])
+    passed, allowed, failure = _run_checks(
+        runs, [leg, L.HF], ["prefill"], judge, "input-ids", token_text
+    )
+    detail = (
+        f"max |logit diff| {_max_diff(runs[leg], runs[L.HF], 'prefill'):.2e} vs HF,"
+        f" {_max_diff(runs[leg], runs[L.ORACLE], 'prefill'):.2e} vs float64 oracle"
+        f" (allowed {allowed:.2e}), {len(args.input_ids)} positions"
+    )
+    return _report(passed, f"verify with input IDs {args.input_ids}", detail, failure, args.verbose)
+
+
+def _verify_prompt(chain, leg, reference, judge, prompt, text, args, token_text) -> bool:
+    runs = chain.runs(prompt, [leg, reference])
+    stages = ["prefill", "decode", "greedy"]
+    # HF is checked against the oracle too: the oracle is the re-authored model in
+    # float64, so a bug in the re-authored code is in both and only HF can expose it.
+    judged = [leg, L.HF] if leg in L.PYTORCH_LEGS else [leg]
+    passed, allowed, failure = _run_checks(runs, judged, stages, judge, prompt, token_text)
+    chosen, oracle = runs[leg].chosen, runs[L.ORACLE].chosen
+    same = next((s for s, (a, b) in enumerate(zip(chosen, oracle)) if a != b), len(oracle))
+    name = "HF" if reference == L.HF else f"PyTorch ({reference})"
+    label = "verify with prompts" if leg in L.PYTORCH_LEGS else "verify TFLite with prompts"
+    detail = (
+        f"{same}/{len(oracle)} greedy tokens identical to the float64 oracle; max |logit diff|"
+        f" {_max_diff(runs[leg], runs[reference], 'all'):.2e} vs {name},"
+        f" {_max_diff(runs[leg], runs[L.ORACLE], 'all'):.2e} vs float64 oracle (allowed"
+        f" {allowed:.2e}; prefill + {len(oracle) - 1} decode steps)"
+    )
+    ok = _report(passed, f"{label} {text!r}", detail, failure, args.verbose)
+    if leg in L.PYTORCH_LEGS:
+        print(f"  text: {chain.prepared.decode(oracle)!r}", flush=True)
+    return ok
+
+
+def verify(args) -> bool:
+    """Runs every verification; prints one line each; returns whether all passed."""
+    prepared = _prepare(args)
+    with tempfile.TemporaryDirectory(prefix="parity-verify-") as work:
+        chain, leg, tflite, judge = _chain(prepared, args, Path(work))
+
+        def token_text(token):
+            return prepared.decode([token])
+
+        _say(f"model under test: {leg}; running HF, it and the float64 oracle")
+        results = [_verify_input_ids(chain, leg, judge, args, token_text)]
+        prompts = [p for p in prepared.zoo.prompts]
+        for prompt in prompts:
+            results.append(_verify_prompt(chain, leg, L.HF, judge, prompt.name, prompt.text, args,
+                                          token_text))  # fmt: skip
+        if args.tflite:
+            for prompt in prompts:
+                results.append(_verify_prompt(chain, tflite, leg, judge, prompt.name, prompt.text,
+                                              args, token_text))  # fmt: skip
+    kind = "flash" if args.use_flash_attention else "standard"
+    detail = f"{sum(results)}/{len(results)} checks passed ({kind} attention"
+    detail += ", with TFLite)" if args.tflite else ")"
+    print(f"{'PASSED' if all(results) else 'FAILED'} verify_reauthored_model: {detail}", flush=True)
+    return all(results)
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (see the module docstring)."""
+    import os
+
+    args = _parser().parse_args(argv)
+    if args.max_new_tokens < 1:
+        print(f"parity.verify: error: --max_new_tokens ({args.max_new_tokens}) must be >= 1",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return 0 if verify(args) else 1
+    except KeyboardInterrupt:
+        print("parity.verify: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
+        if args.verbose:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"parity.verify: error: {type(error).__name__}: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
