@@ -203,16 +203,26 @@ def _greedy_agreement(runs: Mapping[str, L.LegRun], first: str, second: str) -> 
 
 def main(argv=None) -> int:
     """Prints the leg-pair table of one zoo model (default: SmolLM2), one block per prompt."""
+    import os
+
     import edge_flash
     from parity.zoo import prepare, zoo_model
 
     parser = argparse.ArgumentParser(prog="python -m parity.chain", description=main.__doc__)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tflite", action="store_true", help="include the TFLite legs")
+    parser.add_argument(
+        "--tflite-cache",
+        default=os.environ.get("PARITY_TFLITE_CACHE"),
+        help="keep converted models here (env PARITY_TFLITE_CACHE; default: a temp dir)",
+    )
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="parity-chain-") as work:
         prepared = prepare(zoo_model(args.model), Path(work))
-        store = TFLiteStore(Path(work), edge_flash.flash_attention, "edge_flash:flash_attention")
+        cache = Path(args.tflite_cache) if args.tflite_cache else Path(work)
+        cache.mkdir(parents=True, exist_ok=True)
+        store = TFLiteStore(cache, edge_flash.flash_attention, "edge_flash:flash_attention")
         chain = Chain(prepared, edge_flash.flash_attention, store if args.tflite else None)
         legs = L.ALL_LEGS if args.tflite else L.PYTORCH_LEGS
         for prompt in prepared.prompt_ids:
