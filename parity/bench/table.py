@@ -52,13 +52,14 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
                 "seq_q": case.get("seq_q"),
                 "seq_kv": case.get("seq_kv"),
                 "floor_mb": details.get("floor_bytes", math.nan) / _MB,
-                "status": details.get("status", "measured"),
-                "reason": details.get("reason", ""),
-                "cpu_ms": details.get("median_cpu_ms", math.nan),
-                "load": max(
-                    details.get("load_before", math.nan), details.get("load_after", math.nan)
-                ),
             },
+        )
+        # A case measured again later (another run in the same file): the last status wins.
+        entry["status"] = details.get("status", "measured")
+        entry["reason"] = details.get("reason", "")
+        entry["cpu_ms"] = details.get("median_cpu_ms", math.nan)
+        entry["load"] = max(
+            details.get("load_before", math.nan), details.get("load_after", math.nan)
         )
         value = _as_float(row.get("value"))
         scale = _MB if row["metric"].endswith("_bytes") else 1.0
