@@ -151,3 +151,12 @@ def test_torch_case_peak_counts_inputs_and_at_least_the_output():
     assert outcome["peak_bytes"] >= cases.floor_bytes(case.shape, 128, 128)
     assert outcome["call_peak_bytes"] >= 128 * 32 * 64 * 4  # the output is allocated in the call
     assert outcome["outputs_finite"] and len(outcome["samples_ms"]) == 2
+
+
+def test_a_case_measured_again_later_takes_its_latest_status():
+    """An error in an early run and a measurement in a later one: the frame shows the measurement."""
+    case = BenchCase("litert", "model-prefill", "standard", 4096, 4096)
+    failed = runner.case_rows(case, {"status": "error", "reason": "mask_cache_size"})
+    measured = runner.case_rows(case, {"status": "measured", "peak_bytes": 3.6e9, "median_ms": 5e3})
+    frame = bench_frame([json.loads(r.to_json()) for r in failed + measured])
+    assert list(frame["status"]) == ["measured"] and frame.loc[0, "peak_mb"] == pytest.approx(3600)
