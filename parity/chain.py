@@ -93,6 +93,8 @@ class Chain:
       tflite_store: converts the TFLite legs' models; None means no TFLite legs.
       factories: leg name -> factory, replacing the default for that leg (the
         harness's own tests inject broken legs this way).
+      reuse: another chain of the same prepared model whose finished runs are
+        taken over, except those of the legs in ``factories``.
     """
 
     def __init__(
@@ -101,12 +103,18 @@ class Chain:
         attention_impl: Callable,
         tflite_store: TFLiteStore | None = None,
         factories: Mapping[str, LegFactory] | None = None,
+        reuse: Chain | None = None,
     ):
         self.prepared = prepared
         self.attention_impl = attention_impl
         self.tflite_store = tflite_store
         self.factories = {**self._default_factories(), **(factories or {})}
         self._runs: dict[str, dict[str, L.LegRun]] = {}
+        if reuse is not None:
+            if reuse.prepared is not prepared:
+                raise ValueError("reuse must be a chain of the same PreparedModel")
+            replaced = set(factories or {})
+            self._runs = {leg: runs for leg, runs in reuse._runs.items() if leg not in replaced}
 
     def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
         """Runs of ``legs`` (plus the oracle and their baselines) on ``prompt``."""

@@ -102,7 +102,8 @@ def test_update_writes_nothing_when_a_chain_check_fails(chains, tmp_path):
         model = L.build_reauthored(prepared.checkpoint, TINY_RANDOM.builder, length)
         return L.ReauthoredLeg(bugs.inject(model, "kv_write_shift", 1), length, L.STD)
 
-    broken = Chain(prepared, good.attention_impl, None, {L.STD: broken_standard})
+    golden.collect(good)  # the good chain's runs, reused by the broken one
+    broken = Chain(prepared, good.attention_impl, None, {L.STD: broken_standard}, reuse=good)
     with pytest.raises(AssertionError, match="reauthored_std"):
         golden.update([good, broken], tmp_path, say=lambda text: None)
     assert not list(tmp_path.rglob("*.json"))

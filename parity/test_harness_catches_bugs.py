@@ -28,12 +28,16 @@ LENGTH = TINY_RANDOM.kv_cache_max_len
 
 
 def _chain_with(chains, leg: str, make_model) -> Chain:
-    prepared = chains.get(TINY_RANDOM).prepared
+    """The tiny model's session chain with ``leg`` replaced (other legs' runs reused)."""
+    good = chains.get(TINY_RANDOM)
+    prepared = good.prepared
 
     def factory():
         return L.ReauthoredLeg(make_model(prepared), LENGTH, leg)
 
-    return Chain(prepared, chains.attention_impl, None, {leg: factory})
+    for prompt in prepared.prompt_ids:
+        good.runs(prompt, [L.HF, L.STD, L.FLASH])
+    return Chain(prepared, chains.attention_impl, None, {leg: factory}, reuse=good)
 
 
 def _with_model_bug(bug: str):
