@@ -48,12 +48,17 @@ VALUE_SCALES = (1.0, 0.01, 2.0)
 SOFTCAPS = (None, 30.0, 5.0, 50.0)
 SCALES = (None, 0.05, 0.3, 1.0)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Sequence lengths: up to SHORT_LEN in dev / ci; the thorough profile adds
+# LONG_LENGTHS (2048 and past it, dividing the default blocks or not).
+SHORT_LEN = 160
+LONG_LENGTHS = (2048, 2051, 2304)
 # Largest B * N * T * S * H per case: the float64 oracle holds several
 # (B, N, T, S) tensors and does B * N * T * S * H multiply-adds twice. 2**24
 # (e.g. B1 N8 T128 S128 H128) keeps one example near 0.2 s on one core. Long
-# (thorough) cases get 2**30, e.g. B1 N2 T=S=2304 H64: 85 MB per score tensor.
+# (thorough) cases get 2**29, e.g. B1 N4 G2 T=S=2048 H32: 134 MB per score tensor,
+# ~2-4 s per example on one core.
 WORK_LIMIT = 2**24
-LONG_WORK_LIMIT = 2**30
+LONG_WORK_LIMIT = 2**29
 # No more than this many query blocks and KV blocks each: block loops run in
 # Python, and 16 x 16 keeps one call well under a second at ci sizes.
 MAX_BLOCKS_PER_AXIS = 16
@@ -202,7 +207,7 @@ def query_positions(case: AttentionCase) -> list:
 
 def max_seq_len() -> int:
     """Longest query / KV length to draw: 2304 under ``thorough``, else 160."""
-    return 2304 if settings.get_current_profile_name() == "thorough" else 160
+    return LONG_LENGTHS[-1] if settings.get_current_profile_name() == "thorough" else SHORT_LEN
 
 
 def block_sizes(length: int) -> st.SearchStrategy:
@@ -217,10 +222,21 @@ def block_sizes(length: int) -> st.SearchStrategy:
 
 
 def _lengths(draw, max_len: int, min_extra_kv: int) -> tuple:
-    """(seq_q, offset, seq_kv) with seq_kv >= offset + seq_q + min_extra_kv."""
-    long = [n for n in (2048, 2051, 2304) if n <= max_len]
-    seq_q = draw(st.one_of(st.just(1), st.integers(1, min(max_len, 160)), st.sampled_from(long))
-                 if long else st.one_of(st.just(1), st.integers(1, max_len)))  # fmt: skip
+    """(seq_q, offset, seq_kv) with seq_kv >= offset + seq_q + min_extra_kv.
+
+    When ``max_len`` allows, about one case in eight is long: S from
+    LONG_LENGTHS with a single decode row, a short prefill or a full-length
+    prefill (long cases take seconds each; thorough draws 500 per test).
+    """
+    long = [n for n in LONG_LENGTHS if n <= max_len]
+    if long and draw(st.sampled_from((True,) + (False,) * 7)):
+        seq_kv = draw(st.sampled_from(long))
+        longest_q = seq_kv - min_extra_kv
+        seq_q = draw(st.one_of(st.just(1), st.integers(1, SHORT_LEN), st.just(longest_q)))
+        offset = draw(st.integers(0, longest_q - seq_q))
+        return seq_q, offset, seq_kv
+    max_len = min(max_len, SHORT_LEN)
+    seq_q = draw(st.one_of(st.just(1), st.integers(1, max_len)))
     offset = draw(st.integers(0, max(0, max_len - seq_q)))
     extra = draw(st.integers(min_extra_kv, max(min_extra_kv, max_len - seq_q - offset)))
     return seq_q, offset, offset + seq_q + extra
@@ -228,7 +244,7 @@ def _lengths(draw, max_len: int, min_extra_kv: int) -> tuple:
 
 def _fit_work(dims: dict, area: int, min_ratio: int, min_batch: int) -> dict:
     """Shrinks G, then batch, then R, then head_dim until B * N * T * S * H fits the limit."""
-    limit = LONG_WORK_LIMIT if area > 160 * 160 else WORK_LIMIT
+    limit = LONG_WORK_LIMIT if area > SHORT_LEN * SHORT_LEN else WORK_LIMIT
     dims = dict(dims)
     floors = dict(num_kv_heads=1, batch=min_batch, ratio=min_ratio, head_dim=16)
     for name in ("num_kv_heads", "batch", "ratio", "head_dim"):

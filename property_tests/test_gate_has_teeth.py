@@ -1,14 +1,15 @@
 """The gate has teeth: run through ``--attention-impl``, it fails every broken kernel.
 
 Each broken kernel of property_tests/broken_kernels.py is run through the
-property suite in a fresh pytest process (the plug-in path a user takes), with
-the ci profile and ``-x``; the pinned ``@example`` cases make each fail in
-seconds. The real kernel must pass the same run.
+property suite (``pytest <suite> --attention-impl=... --hypothesis-profile=ci
+-x``, the plug-in path a user takes), all in one fresh process
+(property_tests/teeth_runner.py); the pinned ``@example`` cases make each fail
+in about a second. The real kernel must pass the same run.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import subprocess
 import sys
@@ -25,43 +26,49 @@ from property_tests import broken_kernels
 from property_tests.strategies import AttentionCase, make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ("property_tests/test_matches_oracle.py", "property_tests/test_metamorphic.py")
+REAL_KERNEL = "edge_flash:flash_attention"
+BROKEN = {bug: f"property_tests.broken_kernels:{bug}" for bug in sorted(broken_kernels.BUGS)}
 CASE_ID = re.compile(r"\bb\d+-t\d+-s\d+-p\d+-n\d+g\d+-h\d+-\S+-seed\d+")
-# One run of the suite takes ~5 s to fail a broken kernel and ~60 s to pass
-# the real one here; 15 minutes means something hangs.
+# Measured: ~30 s for all runs (imports once, ~1 s per broken kernel, ~20 s
+# for the real kernel's full ci run); 15 minutes means something hangs.
 RUN_TIMEOUT_S = 900
 
 
-def run_suite(impl: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Runs the property suite against ``impl`` in a fresh process (ci profile, -x)."""
-    env = dict(os.environ, PARITY_RESULTS=str(tmp_path / "results.jsonl"))
-    command = [
-        sys.executable, "-m", "pytest", *SUITE, f"--attention-impl={impl}",
-        "--hypothesis-profile=ci", "-x", "-q", "-p", "no:cacheprovider",
-    ]  # fmt: skip
-    return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+@pytest.fixture(scope="module")
+def suite_runs(tmp_path_factory) -> dict:
+    """{spec: (exit code, output)} of the suite run against every broken kernel and the real one."""
+    out_dir = tmp_path_factory.mktemp("teeth")
+    specs = [*BROKEN.values(), REAL_KERNEL]
+    command = [sys.executable, "-m", "property_tests.teeth_runner", str(out_dir), *specs]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
+    assert result.returncode == 0, (
+        f"teeth runner failed:\n{(result.stdout + result.stderr)[-5000:]}"
+    )
+    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    return {
+        spec: (run["exit_code"], Path(run["output"]).read_text(encoding="utf-8"))
+        for spec, run in summary.items()
+    }
 
 
-@pytest.mark.parametrize("bug", sorted(broken_kernels.BUGS))
-def test_gate_fails_broken_kernel(bug, tmp_path):
+@pytest.mark.parametrize("bug", sorted(BROKEN))
+def test_gate_fails_broken_kernel(bug, suite_runs):
     """The suite fails the kernel with this bug, naming a case id and how to reproduce it."""
-    impl = f"property_tests.broken_kernels:{bug}"
-    result = run_suite(impl, tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, (
+    exit_code, output = suite_runs[BROKEN[bug]]
+    assert exit_code == pytest.ExitCode.TESTS_FAILED, (
         f"expected the suite to fail {bug} ({broken_kernels.BUGS[bug]}), got exit code"
-        f" {result.returncode}:\n{output[-3000:]}"
+        f" {exit_code}:\n{output[-3000:]}"
     )
     assert CASE_ID.search(output), f"no case id in the failure output of {bug}:\n{output[-3000:]}"
-    assert f"--attention-impl={impl}" in output, f"no reproduction command for {bug}"
+    assert f"--attention-impl={BROKEN[bug]}" in output, f"no reproduction command for {bug}"
 
 
-def test_gate_passes_the_real_kernel(tmp_path):
+def test_gate_passes_the_real_kernel(suite_runs):
     """The same run passes edge_flash.flash_attention."""
-    result = run_suite("edge_flash:flash_attention", tmp_path)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    exit_code, output = suite_runs[REAL_KERNEL]
+    assert exit_code == pytest.ExitCode.OK, output[-5000:]
 
 
 @pytest.mark.parametrize(
