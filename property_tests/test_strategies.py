@@ -1,0 +1,86 @@
+"""The strategies draw what the gate claims to cover, and cases name their inputs exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, find, settings
+
+from property_tests.strategies import (
+    LONG_LENGTHS,
+    SHORT_LEN,
+    AttentionCase,
+    attention_cases,
+    make_inputs,
+    max_seq_len,
+)
+
+# find() searches until the condition holds; these bound the search, not the test.
+_FIND = settings(max_examples=2000, database=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture
+def thorough_profile():
+    """Loads the thorough profile for one test and restores the previous one."""
+    previous = settings.get_current_profile_name()
+    settings.load_profile("thorough")
+    yield
+    settings.load_profile(previous)
+
+
+def test_thorough_profile_reaches_long_sequences(thorough_profile):
+    """Under ``thorough`` a case with S >= 2048 (and one with T >= 2048) is drawn."""
+    assert max_seq_len() == LONG_LENGTHS[-1]
+    long_kv = find(attention_cases(), lambda case: case.seq_kv >= 2048, settings=_FIND)
+    long_q = find(attention_cases(), lambda case: case.seq_q >= 2048, settings=_FIND)
+    assert long_kv.seq_kv in LONG_LENGTHS and long_q.seq_q >= 2048
+
+
+def test_other_profiles_stay_short():
+    """Outside ``thorough``, T and S stay within SHORT_LEN (the ci budget)."""
+    if settings.get_current_profile_name() == "thorough":
+        pytest.skip("run without --hypothesis-profile=thorough to check the short bound")
+    assert max_seq_len() == SHORT_LEN
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        lambda c: c.seq_q == 1 and c.seq_kv > 1 and c.offset > 0,  # decode at a cache position
+        lambda c: c.num_kv_heads == 1 and c.num_heads >= 4,  # MQA
+        lambda c: c.num_heads // c.num_kv_heads == 8 and c.num_kv_heads > 1,  # GQA ratio 8
+        lambda c: c.seq_kv % c.kv_block_size != 0 and c.seq_kv > c.kv_block_size,  # partial block
+        lambda c: c.mask == "full-rows" and c.mask_shape == "ts" and c.fill == "min",
+        lambda c: c.head_dim in (7, 33, 65) and c.softcap is not None and c.alibi,
+    ],
+    ids=["decode-at-offset", "mqa", "gqa-ratio-8", "partial-kv-block", "full-rows-ts-min",
+         "odd-head-softcap-alibi"],
+)  # fmt: skip
+def test_strategy_reaches(condition):
+    """The default strategy can draw each of the contract's corners."""
+    assert condition(find(attention_cases(), condition, settings=_FIND))
+
+
+def test_case_id_is_readable_and_inputs_are_deterministic():
+    """The id reads like b2-t37-s100-...; the same case gives the same tensors."""
+    case = AttentionCase(batch=2, seq_q=37, seq_kv=100, offset=20, num_heads=8, num_kv_heads=2,
+                         head_dim=64, mask="causal", softcap=30.0, seed=5)  # fmt: skip
+    assert case.case_id.startswith("b2-t37-s100-p20-n8g2-h64-causal-b1ts-softcap30-")
+    first, second = make_inputs(case), make_inputs(case)
+    assert all(torch.equal(first[name], second[name]) for name in ("q", "k", "v", "mask"))
+
+
+@pytest.mark.parametrize(
+    "mask_shape, expected", [("b1ts", (2, 1, 3, 6)), ("bnts", (2, 4, 3, 6)), ("11ts", (1, 1, 3, 6)),
+                             ("ts", (3, 6)), ("1nts", (1, 4, 3, 6))],
+)  # fmt: skip
+def test_masks_have_their_broadcast_shape_and_are_causal_at_the_offset(mask_shape, expected):
+    """Each mask shape is built as named; query row i (at offset + i) never sees a later key."""
+    case = AttentionCase(batch=2, seq_q=3, seq_kv=6, offset=2, num_heads=4, num_kv_heads=2,
+                         mask="causal", mask_shape=mask_shape)  # fmt: skip
+    mask = make_inputs(case)["mask"]
+    assert tuple(mask.shape) == expected
+    grid = mask.reshape(-1, 3, 6)[0]
+    for row in range(3):
+        assert torch.isinf(grid[row, case.offset + row + 1 :]).all()
+        assert (grid[row, : case.offset + row + 1] == 0).all()
