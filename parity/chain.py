@@ -57,7 +57,7 @@ class TFLiteStore:
         kernel = self.attention_impl_spec if variant == "flash" else "standard"
         sizes = f"prefill={zoo.prefill_seq_len} kv={zoo.kv_cache_max_len}"
         text = f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())} {sizes}"
-        text += f" {_sources_hash()}"
+        text += f" {_sources_hash()} {_kernel_source_hash(self.attention_impl)}"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def _convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
@@ -72,6 +72,16 @@ class TFLiteStore:
         started = time.perf_counter()
         convert_to_tflite(model, target, [zoo.prefill_seq_len], zoo.kv_cache_max_len)
         self.conversions[target.name] = time.perf_counter() - started
+
+
+def _kernel_source_hash(fn: Callable) -> str:
+    """Hash of the file defining the attention function (a candidate may be outside edge_flash)."""
+    import inspect
+
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(fn)).read_bytes()).hexdigest()[:12]
+    except (TypeError, OSError):
+        return "no-source"
 
 
 def _sources_hash() -> str:
