@@ -27,3 +27,23 @@ def test_inputs_allocated_before_the_call_do_not_count():
     big = torch.ones(8 * MB // 4)
     peak = peak_bytes_during(lambda: big.sum())
     assert peak < 64 * 1024
+
+
+def test_candidate_never_holds_a_full_score_tensor(attention_impl, record_result):
+    """TinyLlama's attention at T = S = 1024: peak allocation stays below one [N, T, S] fp32 tensor."""
+    seq_len, num_heads, num_kv_heads, head_dim = 1024, 32, 4, 64
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, seq_len, num_heads, head_dim, generator=generator)
+    k = torch.randn(1, seq_len, num_kv_heads, head_dim, generator=generator)
+    v = torch.randn(1, seq_len, num_kv_heads, head_dim, generator=generator)
+    scores_bytes = num_heads * seq_len * seq_len * 4  # 134 MB: what standard attention holds
+    peak = peak_bytes_during(lambda: attention_impl(q, k, v, head_dim))
+    record_result(
+        suite="property", case_id=f"b1-t{seq_len}-s{seq_len}-n32g4-h64-none-default-blocks",
+        model="kernel", legs="candidate", metric="peak_bytes", value=float(peak),
+        tolerance=float(scores_bytes), passed=peak < scores_bytes,
+        shapes="q[1,1024,32,64] kv[1,1024,4,64]",
+    )  # fmt: skip
+    assert peak < scores_bytes, (
+        f"peak {peak / 1e6:.1f} MB >= one score tensor {scores_bytes / 1e6:.1f} MB"
+    )
