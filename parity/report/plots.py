@@ -39,7 +39,10 @@ def _positive(values: pd.Series) -> pd.Series:
 def error_plots(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """Per model: the greatest error per leg (with its tolerance) and, if rows name layers, per layer."""
     plots = []
-    models = frame[~frame["model"].isin(["kernel", "attention"])]
+    # Error metrics only (max_abs_err, max_abs_diff, ...): counts such as greedy steps
+    # share the table but not the axis.
+    errors = frame["metric"].astype(str).str.contains("err|diff", regex=True)
+    models = frame[~frame["model"].isin(["kernel", "attention"]) & errors]
     for model, rows in models.groupby("model"):
         rows = rows.assign(layer=rows["case_id"].astype(str).str.extract(_LAYER)[0])
         rows = rows.assign(
