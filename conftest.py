@@ -115,6 +115,7 @@ def pytest_sessionfinish(session, exitstatus):
             exitstatus=int(exitstatus),
             testscollected=session.testscollected,
             duration_s=time.perf_counter() - session.config.results_started,
+            finished=time.time(),
             **session.config.results_outcomes,
         )
         writer.close()

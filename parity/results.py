@@ -22,7 +22,7 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 RESULTS_ENV = "PARITY_RESULTS"
 DEFAULT_RESULTS_PATH = Path("reports") / "results.jsonl"
@@ -49,10 +49,10 @@ class ResultRow:
     legs: str  # what was compared, e.g. "flash-vs-oracle"
     metric: str  # e.g. "max_abs_err"
     value: float
-    tolerance: Optional[float]
+    tolerance: float | None
     passed: bool
     shapes: str = ""
-    seed: Optional[int] = None
+    seed: int | None = None
     details: str = ""
     test: str = ""  # pytest node id, filled by the fixture
     time: float = dataclasses.field(default_factory=time.time)
@@ -120,7 +120,7 @@ class ResultsWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:
