@@ -105,6 +105,8 @@ class Chain:
         harness's own tests inject broken legs this way).
       reuse: another chain of the same prepared model whose finished runs are
         taken over, except those of the legs in ``factories``.
+      baselines: the leg each leg is judged next to (``runs`` adds it); default
+        ``parity.legs.BASELINE_OF``.
     """
 
     def __init__(
@@ -114,11 +116,13 @@ class Chain:
         tflite_store: TFLiteStore | None = None,
         factories: Mapping[str, LegFactory] | None = None,
         reuse: Chain | None = None,
+        baselines: Mapping[str, str] | None = None,
     ):
         self.prepared = prepared
         self.attention_impl = attention_impl
         self.tflite_store = tflite_store
         self.factories = {**self._default_factories(), **(factories or {})}
+        self.baselines = dict(L.BASELINE_OF if baselines is None else baselines)
         self._runs: dict[str, dict[str, L.LegRun]] = {}
         if reuse is not None:
             if reuse.prepared is not prepared:
@@ -129,7 +133,7 @@ class Chain:
     def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
         """Runs of ``legs`` (plus the oracle and their baselines) on ``prompt``."""
         wanted = {L.ORACLE, *legs}
-        wanted |= {L.BASELINE_OF[leg] for leg in wanted if leg in L.BASELINE_OF}
+        wanted |= {self.baselines[leg] for leg in wanted if leg in self.baselines}
         return {leg: self._leg_runs(leg)[prompt] for leg in _ordered(wanted)}
 
     def _leg_runs(self, leg: str) -> dict[str, L.LegRun]:

@@ -120,7 +120,8 @@ def _chain(prepared, args, work: Path):
         error_models={tflite: ERROR_MODELS["model-tflite-fp32"]},
         reproduce="python -m parity.verify --verbose ... (same arguments)",
     )
-    return Chain(prepared, edge_flash.flash_attention, None, factories), under_test, tflite, judge
+    chain = Chain(prepared, edge_flash.flash_attention, None, factories, baselines=judge.baselines)
+    return chain, under_test, tflite, judge
 
 
 def _max_diff(first: L.LegRun, second: L.LegRun, rows: str) -> float:
