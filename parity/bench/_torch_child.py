@@ -53,7 +53,7 @@ def _attention_call(case: BenchCase):
 
         return _math
     if case.impl == "flash":
-        blocks = dict(q_block_size=case.q_block_size, kv_block_size=case.kv_block_size)
+        blocks = {"q_block_size": case.q_block_size, "kv_block_size": case.kv_block_size}
         return lambda: flash_attention(q, k, v, head_dim, **blocks)
     raise ValueError(
         f"impl ({case.impl!r}) is not a torch impl; expected one of standard-fused,"

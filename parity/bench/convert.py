@@ -38,7 +38,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
-@functools.lru_cache(maxsize=None)  # once per run: a prefill and its decode share one file
+@functools.cache  # once per run: a prefill and its decode share one file
 def package_digest(package: str, files: tuple[str, ...] | None = None) -> str:
     """sha256 of a package's sources (``files``, default every .py), without importing it."""
     spec = importlib.util.find_spec(package)

@@ -166,7 +166,7 @@ def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_
         (
             "Targets of the issue (LiteRT, one attention call)",
             _claims_html(claims.targets_table(results.rows), "targets"),
-        ),  # fmt: skip
+        ),
         ("Benchmarks: standard vs flash attention", _bench_html(bench, bench_headers)),
         ("Memory and latency against sequence length", _images(plots.bench_plots(bench))),
         ("Errors per leg and per layer", _images(plots.error_plots(frame))),
