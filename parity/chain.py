@@ -131,9 +131,13 @@ class Chain:
             self._runs = {leg: runs for leg, runs in reuse._runs.items() if leg not in replaced}
 
     def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
-        """Runs of ``legs`` (plus the oracle and their baselines) on ``prompt``."""
+        """Runs of ``legs`` on ``prompt``, plus what their checks and diagnoses read: the
+        oracle, the baselines, and for TFLite legs the PyTorch source and its baseline."""
         wanted = {L.ORACLE, *legs}
-        wanted |= {self.baselines[leg] for leg in wanted if leg in self.baselines}
+        # A TFLite leg's diagnosis searches the layers of the PyTorch model it came from.
+        wanted |= {L.SOURCE_OF[leg] for leg in wanted if leg in L.SOURCE_OF}
+        for _ in range(2):  # baselines, and the baselines' baselines (diagnosis budgets)
+            wanted |= {self.baselines[leg] for leg in wanted if leg in self.baselines}
         return {leg: self._leg_runs(leg)[prompt] for leg in _ordered(wanted)}
 
     def _leg_runs(self, leg: str) -> dict[str, L.LegRun]:

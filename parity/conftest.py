@@ -85,3 +85,13 @@ def chains(pytestconfig, tmp_path_factory, attention_impl, tflite_store):
 
     user = user_checkpoint_path(pytestconfig.getoption("--checkpoint-path"))
     return ChainStore(tmp_path_factory.mktemp("zoo"), user, attention_impl, tflite_store)
+
+
+@pytest.fixture(scope="session")
+def judge(attention_impl_spec_str):
+    """The checks' defaults, with a reproduce line that names the kernel under test."""
+    from parity.checks import Judge
+
+    return Judge(
+        reproduce=f"pytest parity -k '{{case_id}}' --attention-impl {attention_impl_spec_str}"
+    )

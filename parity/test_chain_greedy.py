@@ -17,13 +17,14 @@ from parity.zoo import TINY_RANDOM
 
 
 @pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
-def test_greedy_tokens_identical_to_oracle(case, chains, record_result):
+def test_greedy_tokens_identical_to_oracle(case, chains, record_result, judge):
     """The leg's greedy token ids equal the oracle's at every generation step."""
     chain = chains.get(case.model)
     runs = chain.runs(case.prompt, [case.leg])
     check_greedy(
         runs, case.leg, case_id=case.case_id, model=case.model.name, record=record_result,
         token_text=lambda token: chain.prepared.decode([token]),
+        judge=judge,
     )  # fmt: skip
 
 

@@ -14,11 +14,12 @@ from parity.checks import check_kv_cache
 
 
 @pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
-def test_kv_cache_after_prefill_matches_oracle(case, chains, record_result):
+def test_kv_cache_after_prefill_matches_oracle(case, chains, record_result, judge):
     """Every layer's k and v rows 0..T-1 are within the leg's error model of the oracle's."""
     chain = chains.get(case.model)
     runs = chain.runs(case.prompt, [case.leg])
     check_kv_cache(
         runs, case.leg, case_id=case.case_id, model=case.model.name, record=record_result,
         token_text=lambda token: chain.prepared.decode([token]),
+        judge=judge,
     )  # fmt: skip

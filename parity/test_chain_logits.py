@@ -15,33 +15,35 @@ from parity.cases import leg_cases
 from parity.checks import check_flash_vs_standard, check_logits
 
 
-def _check(chains, case, stage, record_result):
+def _check(chains, case, stage, record_result, judge):
     chain = chains.get(case.model)
     runs = chain.runs(case.prompt, [case.leg])
     return check_logits(
         runs, case.leg, stage, case_id=case.case_id, model=case.model.name,
         record=record_result, token_text=lambda token: chain.prepared.decode([token]),
+        judge=judge,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
-def test_prefill_logits_match_oracle_at_every_position(case, chains, record_result):
+def test_prefill_logits_match_oracle_at_every_position(case, chains, record_result, judge):
     """Prefill logits (T, V) of the leg are within its error model of the float64 oracle."""
-    _check(chains, case, "prefill", record_result)
+    _check(chains, case, "prefill", record_result, judge)
 
 
 @pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
-def test_decode_step_logits_match_oracle(case, chains, record_result):
+def test_decode_step_logits_match_oracle(case, chains, record_result, judge):
     """The logits of every decode step (fed the oracle's tokens) are within the error model."""
-    _check(chains, case, "decode", record_result)
+    _check(chains, case, "decode", record_result, judge)
 
 
 @pytest.mark.parametrize("case", leg_cases([L.FLASH]))
-def test_flash_logits_within_owner_bound_of_standard(case, chains, record_result):
+def test_flash_logits_within_owner_bound_of_standard(case, chains, record_result, judge):
     """Flash and standard PyTorch logits differ by at most 1e-4, prefill and decode."""
     chain = chains.get(case.model)
     runs = chain.runs(case.prompt, [L.FLASH, L.STD])
     check_flash_vs_standard(
         runs, L.FLASH, case_id=case.case_id, model=case.model.name, record=record_result,
         token_text=lambda token: chain.prepared.decode([token]),
+        judge=judge,
     )  # fmt: skip

@@ -27,6 +27,7 @@ Exit status: 0 all passed, 1 a check failed, 2 bad arguments or unusable input
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import tempfile
@@ -107,7 +108,9 @@ def _chain(prepared, args, work: Path):
 
         prefill = prepared.zoo.prefill_seq_len
         _say(f"converting the {under_test} model to TFLite (prefill {prefill}, KV {length})")
-        path = convert_to_tflite(model(), work / "model.tflite", [prefill], length)
+        # litert-torch prints its progress to stdout; stdout is for the PASSED/FAILED lines.
+        with contextlib.redirect_stdout(sys.stderr):
+            path = convert_to_tflite(model(), work / "model.tflite", [prefill], length)
         return L.TFLiteLeg(path, tflite)
 
     tflite = L.TFLITE_FLASH if args.use_flash_attention else L.TFLITE_STD
