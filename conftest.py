@@ -28,7 +28,11 @@ _COMMON = dict(
     print_blob=True,
 )
 settings.register_profile("dev", max_examples=20, **_COMMON)
-settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **_COMMON)
+# ci: 150 examples per property; `pytest property_tests --hypothesis-profile=ci`
+# measured 151 s and 212 s (two runs, same rows) on 2 shared cores, teeth test
+# included, against a 5-minute budget. Without pins, 60 already failed all 14
+# broken kernels.
+settings.register_profile("ci", max_examples=150, derandomize=True, database=None, **_COMMON)
 settings.register_profile("thorough", max_examples=500, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
