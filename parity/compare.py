@@ -108,20 +108,9 @@ def assert_close_to_oracle(
     expected64 = expected.detach().to(torch.float64)
     error = _abs_error(actual.detach().to(torch.float64), expected64)
 
-    baseline_max, baseline_nonfinite = None, 0
-    allowed = (
-        error_model.floor_units
-        * error_model.unit_roundoff
-        * torch.as_tensor(rounding_scale, dtype=torch.float64).expand(shape)
+    allowed, baseline_max, baseline_nonfinite = _allowance(
+        error_model, rounding_scale, expected64, baseline, baseline_where
     )
-    if baseline is not None:
-        baseline_error = _abs_error(baseline.detach().to(torch.float64), expected64)
-        usable = baseline_where & torch.isfinite(baseline_error)
-        baseline_nonfinite = int((baseline_where & ~usable).sum())
-        baseline_max = float(baseline_error[usable].max()) if usable.any() else 0.0
-        allowed = allowed + error_model.factor * baseline_max
-    if error_model.owner_atol is not None:
-        allowed = allowed.clamp(max=error_model.owner_atol)
 
     legs = f"{names[0]}-vs-{names[2]}"
     failed = where & ~(error <= allowed)  # NaN-safe: a NaN error fails
@@ -153,6 +142,22 @@ def assert_close_to_oracle(
     if not result.passed:
         raise AssertionError(result.message)
     return result
+
+
+def _allowance(error_model, rounding_scale, expected64, baseline, baseline_where) -> tuple:
+    """(allowed per element, baseline's max error or None, count of non-finite baseline elements)."""
+    scale = torch.as_tensor(rounding_scale, dtype=torch.float64).expand(expected64.shape)
+    allowed = error_model.floor_units * error_model.unit_roundoff * scale
+    baseline_max, nonfinite = None, 0
+    if baseline is not None:
+        baseline_error = _abs_error(baseline.detach().to(torch.float64), expected64)
+        usable = baseline_where & torch.isfinite(baseline_error)
+        nonfinite = int((baseline_where & ~usable).sum())
+        baseline_max = float(baseline_error[usable].max()) if usable.any() else 0.0
+        allowed = allowed + error_model.factor * baseline_max
+    if error_model.owner_atol is not None:
+        allowed = allowed.clamp(max=error_model.owner_atol)
+    return allowed, baseline_max, nonfinite
 
 
 def _check_shapes(actual, expected, baseline) -> None:
