@@ -25,7 +25,7 @@ from edge_flash import hf_config, loader
 from edge_flash.integration import enable_flash_attention
 
 # "auto" uses flash from this prefill length up. Measured in LiteRT (XNNPACK)
-# on the TinyLlama attention shape: see README.md ("auto threshold").
+# on the TinyLlama attention shape: see edge_flash/DECISIONS.md ("auto" threshold).
 AUTO_FLASH_MIN_SEQ_LEN = 512
 
 FlashChoice = Union[bool, str]

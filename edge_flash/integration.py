@@ -19,7 +19,7 @@ routed to litert-torch's own function, it reproduces the original bit for bit.
 HLFB: the standard path (and the standard fallback of ``min_seq_q``) keeps
 litert-torch's ``odml.scaled_dot_product_attention`` composite when the model
 enables HLFB. The flash path is not wrapped in a composite; the measurement
-behind that choice is in README.md ("HLFB and the flash path").
+behind that choice is in edge_flash/DECISIONS.md ("HLFB and the flash path").
 """
 
 from __future__ import annotations
