@@ -7,7 +7,6 @@ so the tests can feed them synthetic rows.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shlex
 
@@ -156,23 +155,19 @@ def _error_line(message: str) -> str:
 
 
 def _bench_notes(results: ResultsFile) -> list[str]:
+    from parity.bench.table import bench_frame
+
     notes = []
-    for row in results.rows:
-        if row.get("suite") == BENCH_SUITE and not row.get("passed"):
-            notes.append(f"benchmark {row.get('case_id')} not measured: {_bench_reason(row)}")
+    frame = bench_frame(results.rows)  # a case measured again later counts as measured
+    for _, line in frame[frame["status"] != "measured"].iterrows() if not frame.empty else []:
+        notes.append(
+            f"benchmark {line['case_id']} not measured: {line['status']}: {line['reason']}"
+        )
     bench_headers = [h for h in results.headers if h.get("suite") == BENCH_SUITE]
     bench_footers = [f for f in results.footers if f.get("suite") == BENCH_SUITE]
     if len(bench_footers) < len(bench_headers):
         notes.append("a benchmark run never finished: its later cases are missing")
     return notes
-
-
-def _bench_reason(row: dict) -> str:
-    try:
-        details = json.loads(row.get("details") or "{}")
-    except json.JSONDecodeError:
-        return "(details unreadable)"
-    return f"{details.get('status', '?')}: {details.get('reason', '')}"
 
 
 def _number(value) -> str:
