@@ -62,7 +62,7 @@ def error_plots(frame: pd.DataFrame) -> list[tuple[str, str]]:
         axes[0].set_xticks(positions, per_leg.index, rotation=30, ha="right", fontsize=7)
         axes[0].set_yscale("log")
         axes[0].set_title(f"{model}: max error per leg", fontsize=9)
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7, loc="upper left")
         if has_layers:
             layered = rows.dropna(subset=["layer"]).assign(layer=lambda r: r["layer"].astype(int))
             for legs, group in layered.groupby("legs"):
@@ -71,7 +71,7 @@ def error_plots(frame: pd.DataFrame) -> list[tuple[str, str]]:
             axes[1].set_yscale("log")
             axes[1].set_xlabel("layer")
             axes[1].set_title(f"{model}: max error per layer", fontsize=9)
-            axes[1].legend(fontsize=7)
+            axes[1].legend(fontsize=7, loc="upper left")
         plots.append((f"Errors: {model}", _to_data_uri(figure)))
     return plots
 
@@ -94,7 +94,7 @@ def _bench_axes(axis_mem, axis_lat, group: pd.DataFrame, memory_column: str) -> 
         axis.set_yscale("log")
         axis.set_xlabel("sequence length T = S")
         axis.set_ylabel(label)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper left")
 
 
 def bench_plots(bench: pd.DataFrame) -> list[tuple[str, str]]:
@@ -141,5 +141,5 @@ def kernel_error_plots(frame: pd.DataFrame) -> list[tuple[str, str]]:
     axis_used.set_title("share of the tolerance used", fontsize=9)
     for axis in (axis_err, axis_used):
         axis.set_ylabel("comparisons")
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper left")
     return [("Kernel errors (property suite)", _to_data_uri(figure))]
