@@ -105,8 +105,6 @@ class Chain:
         harness's own tests inject broken legs this way).
       reuse: another chain of the same prepared model whose finished runs are
         taken over, except those of the legs in ``factories``.
-      baselines: the leg each leg is judged next to (``runs`` adds it); default
-        ``parity.legs.BASELINE_OF``.
     """
 
     def __init__(
@@ -116,28 +114,46 @@ class Chain:
         tflite_store: TFLiteStore | None = None,
         factories: Mapping[str, LegFactory] | None = None,
         reuse: Chain | None = None,
-        baselines: Mapping[str, str] | None = None,
     ):
         self.prepared = prepared
         self.attention_impl = attention_impl
         self.tflite_store = tflite_store
         self.factories = {**self._default_factories(), **(factories or {})}
-        self.baselines = dict(L.BASELINE_OF if baselines is None else baselines)
         self._runs: dict[str, dict[str, L.LegRun]] = {}
+        self._spreads: dict = {}
         if reuse is not None:
             if reuse.prepared is not prepared:
                 raise ValueError("reuse must be a chain of the same PreparedModel")
             replaced = set(factories or {})
             self._runs = {leg: runs for leg, runs in reuse._runs.items() if leg not in replaced}
+            if L.ORACLE not in replaced:
+                self._spreads = reuse._spreads
+
+    def spread(self, prompt: str):
+        """The oracle's error spread on ``prompt`` (``parity.error_spread``), measured once."""
+        if prompt not in self._spreads:
+            from parity.error_spread import measure_spread
+            from parity.fp64_model import to_float64
+            from parity.tolerances import MODEL_FP32
+
+            zoo = self.prepared.zoo
+            model = to_float64(self._reauthored())
+            oracle = self._leg_runs(L.ORACLE)[prompt]
+            self._spreads[prompt] = measure_spread(
+                model, oracle, zoo.kv_cache_max_len, MODEL_FP32.z
+            )
+        return self._spreads[prompt]
+
+    def _reauthored(self):
+        zoo = self.prepared.zoo
+        return L.build_reauthored(self.prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
 
     def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
         """Runs of ``legs`` on ``prompt``, plus what their checks and diagnoses read: the
-        oracle, the baselines, and for TFLite legs the PyTorch source and its baseline."""
+        oracle and, for TFLite legs, the PyTorch model each was converted from."""
         wanted = {L.ORACLE, *legs}
         # A TFLite leg's diagnosis searches the layers of the PyTorch model it came from.
         wanted |= {L.SOURCE_OF[leg] for leg in wanted if leg in L.SOURCE_OF}
-        for _ in range(2):  # baselines, and the baselines' baselines (diagnosis budgets)
-            wanted |= {self.baselines[leg] for leg in wanted if leg in self.baselines}
         return {leg: self._leg_runs(leg)[prompt] for leg in _ordered(wanted)}
 
     def _leg_runs(self, leg: str) -> dict[str, L.LegRun]:
@@ -159,9 +175,7 @@ class Chain:
     def _default_factories(self) -> dict[str, LegFactory]:
         zoo, checkpoint = self.prepared.zoo, self.prepared.checkpoint
         length = zoo.kv_cache_max_len
-
-        def reauthored():
-            return L.build_reauthored(checkpoint, zoo.builder, length)
+        reauthored = self._reauthored
 
         def tflite(variant: str, name: str) -> LegFactory:
             def factory():

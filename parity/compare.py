@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from parity.tolerances import ErrorModel
+from parity.tolerances import ErrorModel, SpreadErrorModel
 
 Number = Union[int, float]
 
@@ -62,7 +62,7 @@ def assert_close_to_oracle(
     actual: torch.Tensor,
     expected: torch.Tensor,
     *,
-    error_model: ErrorModel,
+    error_model: Union[ErrorModel, SpreadErrorModel],
     baseline: Optional[torch.Tensor] = None,
     rounding_scale: Union[torch.Tensor, Number] = 0.0,
     where: Optional[torch.Tensor] = None,
@@ -71,6 +71,7 @@ def assert_close_to_oracle(
     reproduce: str = "",
     names: Sequence[str] = ("actual", "baseline", "oracle"),
     on_result: Optional[Callable[[Comparison], None]] = None,
+    allowance: Optional[torch.Tensor] = None,
 ) -> Comparison:
     """Checks ``actual`` against the oracle ``expected`` under ``error_model``.
 
@@ -93,24 +94,33 @@ def assert_close_to_oracle(
       reproduce: the command that reruns the case, printed on failure.
       names: names of the actual, baseline and expected legs.
       on_result: called with the ``Comparison`` before raising (to record it).
+      allowance: the allowed error per element (broadcastable), computed by the
+        caller from a ``SpreadErrorModel`` (end-to-end comparisons); replaces the
+        formula above, and ``baseline`` / ``rounding_scale`` must then be left out.
 
     Returns:
       The ``Comparison`` when it passed.
 
     Raises:
-      ValueError: shapes differ.
+      ValueError: shapes differ, or ``allowance`` given with a baseline.
       AssertionError: any compared element exceeds its allowance.
     """
     _check_shapes(actual, expected, baseline)
+    if allowance is not None and baseline is not None:
+        raise ValueError("allowance and baseline exclude each other: the allowance is derived")
     shape = expected.shape
     where = _as_mask(where, shape)
     baseline_where = where if baseline_where is None else _as_mask(baseline_where, shape)
     expected64 = expected.detach().to(torch.float64)
     error = _abs_error(actual.detach().to(torch.float64), expected64)
 
-    allowed, baseline_max, baseline_nonfinite = _allowance(
-        error_model, rounding_scale, expected64, baseline, baseline_where
-    )
+    if allowance is None:
+        allowed, baseline_max, baseline_nonfinite = _allowance(
+            error_model, rounding_scale, expected64, baseline, baseline_where
+        )
+    else:
+        allowed = torch.as_tensor(allowance, dtype=torch.float64).expand(shape)
+        baseline_max, baseline_nonfinite = None, 0
 
     legs = f"{names[0]}-vs-{names[2]}"
     failed = where & ~(error <= allowed)  # NaN-safe: a NaN error fails
@@ -216,7 +226,7 @@ def _message(result, model, actual, expected, allowed, worst, ratio_at, names, n
             f" rounding scale, u = {model.unit_roundoff:.3g})"
             + (f"; {nonfinite} non-finite {baseline_name} elements left out" if nonfinite else "")
         )
-    if model.owner_atol is not None:
+    if getattr(model, "owner_atol", None) is not None:
         lines.append(f"  Absolute cap (owner's bound): {model.owner_atol:g}")
     if repro:
         lines.append(f"  Reproduce: {repro}")

@@ -8,10 +8,10 @@ reports for one leg:
   is where its own greedy text would first differ), with both tokens;
 - the top-2 logit margin at that step on each side: a margin within the logit
   error bound is a near-tie that rounding alone can flip, a large one is a bug;
-- the first layer whose hidden state exceeds its budget: per layer, the
-  greatest |h_leg - h_oracle| over the positions up to the divergence (or all),
-  against ``factor x (the baseline leg's error there) + floor_units x u x max |h|``
-  (error model ``model-hidden-fp32`` of ``parity.tolerances``). TFLite graphs
+- the first layer whose hidden state exceeds its budget: per layer and position
+  up to the divergence (or all), max_d |h_leg - h_oracle| against that row's
+  allowance from the oracle's error spread (``parity.error_spread``, the error
+  model of ``parity.tolerances.MODEL_FP32``). TFLite graphs
   expose no per-layer outputs, so for a TFLite leg the layers of the PyTorch
   model it was converted from are searched instead, and the report says so.
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from parity import legs as L
-from parity.tolerances import ERROR_MODELS
+from parity.tolerances import MODEL_FP32, SpreadErrorModel
 
 TokenText = Callable[[int], str]
 
@@ -79,51 +79,45 @@ class LayerFinding:
 
     source: str  # leg whose hidden states were compared
     layer: int
-    position: int  # where that layer's error is greatest
+    position: int  # where that layer's error / budget is greatest
     error: float
     budget: float
-    baseline_error: float
-    baseline: str = ""
-
-
-def layer_errors(hidden: torch.Tensor, oracle_hidden: torch.Tensor, last_position: int):
-    """Per layer: greatest |hidden - oracle| over positions 0..last_position and where.
-
-    hidden, oracle_hidden: (L, P, D). Returns (errors (L,), positions (L,)).
-    """
-    error = (hidden[:, : last_position + 1] - oracle_hidden[:, : last_position + 1]).abs()
-    per_position = error.amax(dim=-1)  # (L, P')
-    return per_position.amax(dim=-1), per_position.argmax(dim=-1)
 
 
 def first_layer_over_budget(
-    run: L.LegRun, baseline: L.LegRun, oracle: L.LegRun, last_position: int | None = None
+    run: L.LegRun,
+    oracle: L.LegRun,
+    spread,
+    last_position: int | None = None,
+    error_model: SpreadErrorModel = MODEL_FP32,
 ) -> LayerFinding | None:
     """The first layer of ``run`` over budget against the oracle, or None if all are within.
+
+    ``spread`` is the prompt's ``OracleSpread``; each (layer, position) row of
+    the hidden states gets the allowance of its row.
 
     Raises:
       ValueError: a run has no hidden states.
     """
-    for item in (run, baseline, oracle):
+    for item in (run, oracle):
         if item.hidden is None:
             raise ValueError(f"leg {item.leg} has no hidden states to compare per layer")
     if last_position is None:
         last_position = run.hidden.shape[1] - 1
-    model = ERROR_MODELS["model-hidden-fp32"]
-    errors, positions = layer_errors(run.hidden, oracle.hidden, last_position)
-    baseline_errors, _ = layer_errors(baseline.hidden, oracle.hidden, last_position)
-    scale = oracle.hidden[:, : last_position + 1].abs().amax(dim=(1, 2))  # (L,)
-    budgets = model.factor * baseline_errors + model.floor_units * model.unit_roundoff * scale
+    rows = slice(0, last_position + 1)
+    errors = (run.hidden[:, rows] - oracle.hidden[:, rows]).abs().amax(dim=-1)  # (L, P')
+    errors = errors.nan_to_num(nan=float("inf"))
+    budgets = error_model.allowance(spread.hidden)[:, rows]  # (L, P')
+    over = ~(errors <= budgets)
     for layer in range(errors.shape[0]):
-        if not bool(errors[layer] <= budgets[layer]):  # NaN-safe
+        if bool(over[layer].any()):
+            position = int((errors[layer] / budgets[layer]).argmax())
             return LayerFinding(
                 source=run.leg,
                 layer=layer,
-                position=int(positions[layer]),
-                error=float(errors[layer]),
-                budget=float(budgets[layer]),
-                baseline_error=float(baseline_errors[layer]),
-                baseline=baseline.leg,
+                position=position,
+                error=float(errors[layer, position]),
+                budget=float(budgets[layer, position]),
             )
     return None
 
@@ -153,7 +147,7 @@ class Diagnosis:
                 f"  first layer over budget: layer {found.layer} of {found.source} (blocks counted"
                 f" from 0, {self.num_layers} in all)"
                 f" (hidden-state error {found.error:.3e} > budget {found.budget:.3e} at position"
-                f" {found.position}; baseline {found.baseline} has {found.baseline_error:.3e})"
+                f" {found.position})"
             )
         return "\n".join(lines)
 
@@ -176,22 +170,24 @@ def _describe_divergence(leg: str, found: Divergence, token_text: TokenText) -> 
 
 
 def diagnose(
-    runs: Mapping[str, L.LegRun], leg: str, baselines: Mapping[str, str] = L.BASELINE_OF
+    runs: Mapping[str, L.LegRun],
+    leg: str,
+    spread,
+    error_model: SpreadErrorModel = MODEL_FP32,
 ) -> Diagnosis:
-    """Diagnoses ``leg`` from the runs of one prompt (needs the oracle, the leg, its baseline).
+    """Diagnoses ``leg`` from the runs of one prompt (the oracle and the leg) and its spread.
 
     For a TFLite leg the layer search uses its PyTorch source leg, when its runs are there.
-    ``baselines`` maps each leg to the leg its per-layer budget is measured next to.
     """
     run, oracle = runs[leg], runs[L.ORACLE]
     divergence = first_divergence(run, oracle)
     last = None if divergence is None else divergence.position
     source = leg if run.hidden is not None else L.SOURCE_OF.get(leg)
     layer, note = None, ""
-    if source is None or source not in runs or baselines.get(source) not in runs:
+    if source is None or source not in runs or runs[source].hidden is None:
         note = f"no per-layer hidden states for {leg}"
     else:
-        layer = first_layer_over_budget(runs[source], runs[baselines[source]], oracle, last)
+        layer = first_layer_over_budget(runs[source], oracle, spread, last, error_model)
         span = "all positions" if last is None else f"positions 0..{last}"
         note = f"{source} vs {L.ORACLE}, every block output over {span}"
         if source != leg:

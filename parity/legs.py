@@ -40,12 +40,6 @@ PYTORCH_LEGS = (HF, STD, FLASH)
 TFLITE_LEGS = (TFLITE_STD, TFLITE_FLASH)
 ALL_LEGS = PYTORCH_LEGS + TFLITE_LEGS
 
-# The trusted fp32 leg each leg's error against the oracle is judged next to
-# (the "factor x reference error" of the error model): the two independent fp32
-# implementations (HF, re-authored standard) are each other's baseline; flash is
-# judged next to standard at the same stage, TFLite standard next to the PyTorch
-# model it came from, TFLite flash next to TFLite standard.
-BASELINE_OF = {HF: STD, STD: HF, FLASH: STD, TFLITE_STD: STD, TFLITE_FLASH: TFLITE_STD}
 # The standard leg at the same stage as each flash leg (owner's 1e-4 bound).
 STANDARD_OF = {FLASH: STD, TFLITE_FLASH: TFLITE_STD}
 # The PyTorch model each TFLite leg was converted from.

@@ -22,9 +22,9 @@ def test_greedy_tokens_identical_to_oracle(case, chains, record_result, judge):
     chain = chains.get(case.model)
     runs = chain.runs(case.prompt, [case.leg])
     check_greedy(
-        runs, case.leg, case_id=case.case_id, model=case.model.name, record=record_result,
-        token_text=lambda token: chain.prepared.decode([token]),
-        judge=judge,
+        runs, case.leg, spread=chain.spread(case.prompt), case_id=case.case_id,
+        model=case.model.name, record=record_result,
+        token_text=lambda token: chain.prepared.decode([token]), judge=judge,
     )  # fmt: skip
 
 

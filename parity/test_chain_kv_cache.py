@@ -19,7 +19,7 @@ def test_kv_cache_after_prefill_matches_oracle(case, chains, record_result, judg
     chain = chains.get(case.model)
     runs = chain.runs(case.prompt, [case.leg])
     check_kv_cache(
-        runs, case.leg, case_id=case.case_id, model=case.model.name, record=record_result,
-        token_text=lambda token: chain.prepared.decode([token]),
-        judge=judge,
+        runs, case.leg, spread=chain.spread(case.prompt), case_id=case.case_id,
+        model=case.model.name, record=record_result,
+        token_text=lambda token: chain.prepared.decode([token]), judge=judge,
     )  # fmt: skip

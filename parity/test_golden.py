@@ -25,7 +25,7 @@ MAX_GOLDEN_BYTES = 10 * 2**20  # the issue's "well under 10 MB" for the whole di
 def test_golden_outputs_match_stored(model, chains, record_result):
     """Oracle logits summaries and greedy ids of every leg equal the stored golden file."""
     chain = chains.get(model)
-    obtained = golden.summarize(chain.prepared, golden.collect(chain))
+    obtained = golden.chain_payload(chain)
     path = golden.golden_path(model.name)
     try:
         golden.check_against_golden(obtained)
@@ -47,7 +47,7 @@ def test_golden_directory_is_small():
 @pytest.fixture
 def tiny_payload(chains):
     chain = chains.get(TINY_RANDOM)
-    return golden.summarize(chain.prepared, golden.collect(chain))
+    return golden.chain_payload(chain)
 
 
 @pytest.mark.quick
@@ -88,7 +88,7 @@ def test_update_then_check_round_trips(chains, tmp_path):
     chain = chains.get(TINY_RANDOM)
     written = golden.update([chain], tmp_path, say=lambda text: None)
     assert written == [golden.golden_path(TINY_RANDOM.name, tmp_path)]
-    golden.check_against_golden(golden.summarize(chain.prepared, golden.collect(chain)), tmp_path)
+    golden.check_against_golden(golden.chain_payload(chain), tmp_path)
     assert golden.update([chain], tmp_path, say=lambda text: None) == []  # unchanged: no rewrite
 
 

@@ -20,6 +20,7 @@ from parity import injected_bugs as bugs
 from parity import legs as L
 from parity.chain import Chain
 from parity.diagnose import first_divergence, top_two
+from parity.error_spread import OracleSpread, Spread
 from parity.zoo import TINY_RANDOM
 from property_tests import broken_kernels
 
@@ -59,15 +60,17 @@ def _with_kernel(kernel):
 def _failure(check, chain: Chain, prompt: str, leg: str, *args) -> str:
     runs = chain.runs(prompt, [leg])
     with pytest.raises(AssertionError) as raised:
-        check(runs, leg, *args, case_id=f"injected-{prompt}", model=TINY_RANDOM.name,
-              record=lambda **row: None, token_text=lambda token: f"tok{token}")  # fmt: skip
+        check(runs, leg, *args, spread=chain.spread(prompt), case_id=f"injected-{prompt}",
+              model=TINY_RANDOM.name, record=lambda **row: None,
+              token_text=lambda token: f"tok{token}")  # fmt: skip
     return str(raised.value)
 
 
 def _passes(check, chain: Chain, prompt: str, leg: str, *args) -> None:
     runs = chain.runs(prompt, [leg])
-    check(runs, leg, *args, case_id=f"injected-{prompt}", model=TINY_RANDOM.name,
-          record=lambda **row: None, token_text=lambda token: f"tok{token}")  # fmt: skip
+    check(runs, leg, *args, spread=chain.spread(prompt), case_id=f"injected-{prompt}",
+          model=TINY_RANDOM.name, record=lambda **row: None,
+          token_text=lambda token: f"tok{token}")  # fmt: skip
 
 
 LAYER_1 = f"first layer over budget: layer {BUGGY_LAYER} of reauthored_std"
@@ -122,7 +125,7 @@ def test_kernel_drifting_by_1e_3_breaks_the_owner_bound_at_layer_0(chains):
     assert "vocab id" in message and "sequence position" in message
     assert "first layer over budget: layer 0 of reauthored_flash" in message
     oracle_message = _failure(checks.check_logits, chain, "ids-9", L.FLASH, "prefill")
-    assert "baseline reauthored_std has" in oracle_message
+    assert "error model 'model-fp32-spread'" in oracle_message
 
 
 def test_kernel_dropping_the_partial_kv_block_fails_once_decode_reaches_it(chains):
@@ -156,12 +159,16 @@ def test_near_tie_flip_is_allowed_and_clear_flip_is_not():
             L.HF: run(L.HF, [0, 0], oracle_logits),
         }
 
+    # Each step's logit allowance is 1e-7 (row max rms 1e-7, no element spread).
+    steps = Spread(torch.full((2,), 1e-7, dtype=torch.float64), torch.zeros(2), 0.0)
+    spread = OracleSpread(steps, steps, steps, steps, samples=8)
+
     def check(runs):
-        return checks.check_greedy(runs, L.STD, case_id="synthetic", model="synthetic",
-                                   record=lambda **row: None)  # fmt: skip
+        return checks.check_greedy(runs, L.STD, spread=spread, case_id="synthetic",
+                                   model="synthetic", record=lambda **row: None)  # fmt: skip
 
     assert vocab == rows.shape[1]
-    assert check(runs_with(1e-8)) == 1  # floor 8 u x 1.0 = 4.8e-7 per side: a tie
+    assert check(runs_with(1e-8)) == 1  # margin 1e-8 <= 2 x 1e-7: a near-tie
     with pytest.raises(AssertionError, match="not a rounding near-tie"):
         check(runs_with(1e-2))
 

@@ -10,14 +10,15 @@ the re-authored standard model in float64 (``parity.fp64_model``). It prints
 one PASSED or FAILED line, with the measured difference, for:
 
 - ``verify with input IDs``: prefill logits of ``--input_ids`` at every
-  position, against the oracle next to HF's own error (error model ``model-fp32``);
+  position, against the oracle, within the allowance derived from the oracle's
+  fp32 rounding spread (``parity.error_spread``; error model ``model-fp32-spread``
+  of ``parity.tolerances``, the same for every leg);
 - ``verify with prompts`` (one per prompt, chat template applied when the
   tokenizer has one): greedy generation of ``--max_new_tokens`` tokens, token
   ids identical to the oracle's (and so to each other's), and the logits of
   prefill and every decode step within the error model;
 - ``verify TFLite with prompts`` (``--tflite``): the same for the model under
-  test converted to TFLite and run in LiteRT, next to the PyTorch model's error
-  (error model ``model-tflite-fp32``);
+  test converted to TFLite and run in LiteRT, under the same error model;
 - ``verify_reauthored_model``: all of the above.
 
 Exit status: 0 all passed, 1 a check failed, 2 bad arguments or unusable input
@@ -35,7 +36,6 @@ from pathlib import Path
 
 from parity import legs as L
 from parity.checks import Judge, check_greedy, check_logits
-from parity.tolerances import ERROR_MODELS
 
 DEFAULT_INPUT_IDS = (1, 2, 3, 4)
 
@@ -118,12 +118,8 @@ def _chain(prepared, args, work: Path):
         under_test: lambda: L.ReauthoredLeg(model(), length, under_test),
         tflite: tflite_leg,
     }
-    judge = Judge(
-        baselines={under_test: L.HF, L.HF: under_test, tflite: under_test},
-        error_models={tflite: ERROR_MODELS["model-tflite-fp32"]},
-        reproduce="python -m parity.verify --verbose ... (same arguments)",
-    )
-    chain = Chain(prepared, edge_flash.flash_attention, None, factories, baselines=judge.baselines)
+    judge = Judge(reproduce="python -m parity.verify --verbose ... (same arguments)")
+    chain = Chain(prepared, edge_flash.flash_attention, None, factories)
     return chain, under_test, tflite, judge
 
 
@@ -134,11 +130,12 @@ def _max_diff(first: L.LegRun, second: L.LegRun, rows: str) -> float:
     return max(prefill, float((first.step_logits - second.step_logits).abs().max()))
 
 
-def _run_checks(runs, legs, stages, judge, case_id, token_text):
+def _run_checks(runs, spread, legs, stages, judge, case_id, token_text):
     """Runs the checks of every leg; returns (passed, greatest allowance of legs[0], failure)."""
     rows, failure = [], ""
     for leg in legs:
         common = {
+            "spread": spread,
             "case_id": case_id,
             "model": "verify",
             "token_text": token_text,
@@ -174,8 +171,9 @@ def _report(passed: bool, label: str, detail: str, failure: str, verbose: bool) 
 
 def _verify_input_ids(chain, leg, judge, args, token_text) -> bool:
     runs = chain.runs("input-ids", [leg, L.HF])
+    spread = chain.spread("input-ids")
     passed, allowed, failure = _run_checks(
-        runs, [leg, L.HF], ["prefill"], judge, "input-ids", token_text
+        runs, spread, [leg, L.HF], ["prefill"], judge, "input-ids", token_text
     )
     detail = (
         f"max |logit diff| {_max_diff(runs[leg], runs[L.HF], 'prefill'):.2e} vs HF,"
@@ -191,7 +189,8 @@ def _verify_prompt(chain, leg, reference, judge, prompt, text, args, token_text)
     # HF is checked against the oracle too: the oracle is the re-authored model in
     # float64, so a bug in the re-authored code is in both and only HF can expose it.
     judged = [leg, L.HF] if leg in L.PYTORCH_LEGS else [leg]
-    passed, allowed, failure = _run_checks(runs, judged, stages, judge, prompt, token_text)
+    spread = chain.spread(prompt)
+    passed, allowed, failure = _run_checks(runs, spread, judged, stages, judge, prompt, token_text)
     chosen, oracle = runs[leg].chosen, runs[L.ORACLE].chosen
     same = next((s for s, (a, b) in enumerate(zip(chosen, oracle)) if a != b), len(oracle))
     name = "HF" if reference == L.HF else f"PyTorch ({reference})"
@@ -217,7 +216,7 @@ def verify(args) -> bool:
         def token_text(token):
             return prepared.decode([token])
 
-        _say(f"model under test: {leg}; running HF, it and the float64 oracle")
+        _say(f"model under test: {leg}; running HF, it, the float64 oracle and its rounding spread")
         results = [_verify_input_ids(chain, leg, judge, args, token_text)]
         prompts = [p for p in prepared.zoo.prompts]
         for prompt in prompts:
