@@ -26,7 +26,7 @@ from edge_flash import (
     tiny_llama,
 )
 from edge_flash.hf_config import architecture_fields, check_matches, model_config_from_hf
-from edge_flash.testing import TINYLLAMA_CONFIG, write_tiny_random_llama_checkpoint
+from parity.random_checkpoints import TINYLLAMA_CONFIG, write_tiny_random_llama_checkpoint
 
 
 class CountingBuilder:

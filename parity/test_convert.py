@@ -10,7 +10,7 @@ import pytest
 
 from edge_flash import build_model, use_attention
 from edge_flash.convert import convert_to_tflite, main
-from edge_flash.testing import write_tiny_random_llama_checkpoint
+from parity.random_checkpoints import write_tiny_random_llama_checkpoint
 
 
 @pytest.fixture(scope="module")

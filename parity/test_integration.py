@@ -33,7 +33,8 @@ from edge_flash import (
 )
 from edge_flash.builders import apply_attention_choice
 from edge_flash.logit_checks import OWNER_ATOL, check_logits
-from edge_flash.testing import random_decoder_model, tiny_random_llama_config
+from parity.exact_random import exact_generator, normal
+from parity.random_checkpoints import random_decoder_model, tiny_random_llama_config
 
 SEED = 0
 KV_LEN = 32
@@ -57,13 +58,13 @@ def _model(**attn_changes):
 
 
 def _lora(variant: "Variant", config):
-    """Seeded LoRA weights N(0, 0.02) of ``variant.lora_rank``, or None."""
+    """Seeded LoRA weights N(0, 0.02) of ``variant.lora_rank`` (same on every CPU), or None."""
     if not variant.lora_rank:
         return None
     lora = lora_utils.LoRA.zeros(variant.lora_rank, config)
-    generator = torch.Generator().manual_seed(SEED)
+    generator = exact_generator(SEED)
     for tensor in torch.utils._pytree.tree_leaves(lora):
-        tensor.copy_(0.02 * torch.randn(tensor.shape, generator=generator))
+        tensor.copy_(0.02 * normal(tuple(tensor.shape), generator))
     return lora
 
 

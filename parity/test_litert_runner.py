@@ -22,7 +22,7 @@ from edge_flash import LiteRTInputError, LiteRTModelError, LiteRTRunner, TorchRu
 from edge_flash.convert import main as convert_main
 from edge_flash.logit_checks import LOGIT_BUDGETS, allowed_error, check_logits
 from edge_flash.runtime import tflite_op_counts
-from edge_flash.testing import write_tinyllama_shaped_checkpoint
+from parity.random_checkpoints import write_tinyllama_shaped_checkpoint
 
 pytestmark = pytest.mark.tflite
 

@@ -15,7 +15,7 @@ import torch
 
 from edge_flash import TorchRunner, build_model
 from edge_flash.logit_checks import LOGIT_BUDGETS, OWNER_ATOL, allowed_error, check_logits
-from edge_flash.testing import write_tiny_random_llama_checkpoint
+from parity.random_checkpoints import write_tiny_random_llama_checkpoint
 
 pytestmark = pytest.mark.quick
 

@@ -16,7 +16,7 @@ import torch
 
 from edge_flash import TorchRunner, build_model
 from edge_flash.logit_checks import LOGIT_BUDGETS, OWNER_ATOL, allowed_error, check_logits
-from edge_flash.testing import write_tinyllama_shaped_checkpoint
+from parity.random_checkpoints import write_tinyllama_shaped_checkpoint
 
 SEED = 0
 KV_LEN = 512

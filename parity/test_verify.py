@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 import edge_flash
-from edge_flash.testing import write_tinyllama_shaped_checkpoint
 from parity import injected_bugs, verify
+from parity.random_checkpoints import write_tinyllama_shaped_checkpoint
 
 
 @pytest.fixture(scope="module")

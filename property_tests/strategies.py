@@ -4,7 +4,10 @@ A case is an ``AttentionCase``: a small frozen record of shapes, mask kind,
 options, magnitudes, block sizes and a seed. ``make_inputs(case)`` turns it
 into tensors deterministically, so a case id names an exact input, a failing
 case can be pinned with ``@example(case=AttentionCase(...))``, and hypothesis
-shrinks over readable fields rather than raw tensors.
+shrinks over readable fields rather than raw tensors. The tensors are drawn
+by ``parity.exact_random`` (integer arithmetic only), so a case names the same
+bytes on every CPU and a derandomized run tests the same inputs everywhere;
+``torch.randn`` differs in the last bits between CPU vector widths.
 
 Long sequences are expensive; the longest ones (2048+) are drawn only under the
 ``thorough`` profile (``max_seq_len`` reads the current profile at draw time).
@@ -20,6 +23,8 @@ import torch
 from hypothesis import settings
 from hypothesis import strategies as st
 from litert_torch.generative.layers.attention_utils import build_alibi_bias
+
+from parity.exact_random import ExactGenerator, exact_generator, integers, normal, uniform
 
 # Mask kinds. All but "none", "random" and "bidirectional" are causal at the
 # cache offset: query row i sits at position offset + i and sees keys <= it.
@@ -125,7 +130,7 @@ def make_inputs(case: AttentionCase) -> dict:
     dtype, head_size, mask (broadcast shape per ``case.mask_shape``, or None),
     scale, softcap and alibi_bias ([1, N, 1, S] as litert-torch builds it, or None).
     """
-    generator = torch.Generator().manual_seed(case.seed)
+    generator = exact_generator(case.seed)
     effective_scale = case.scale if case.scale is not None else 1.0 / math.sqrt(case.head_dim)
     logit_std = {**LOGIT_SCALES, **HUGE_LOGIT_SCALES}[case.logits]
     # scale * q.k sums head_dim products of two N(0, sigma^2): std scale * sigma^2 * sqrt(H).
@@ -133,9 +138,9 @@ def make_inputs(case: AttentionCase) -> dict:
     dtype = case.torch_dtype
     q_shape = (case.batch, case.seq_q, case.num_heads, case.head_dim)
     kv_shape = (case.batch, case.seq_kv, case.num_kv_heads, case.head_dim)
-    q = torch.randn(q_shape, generator=generator) * sigma
-    k = torch.randn(kv_shape, generator=generator) * sigma
-    v = torch.randn(kv_shape, generator=generator) * case.values
+    q = normal(q_shape, generator) * sigma
+    k = normal(kv_shape, generator) * sigma
+    v = normal(kv_shape, generator) * case.values
     alibi = build_alibi_bias(case.num_heads, case.seq_kv) if case.alibi else None
     return dict(
         q=q.to(dtype),
@@ -149,7 +154,7 @@ def make_inputs(case: AttentionCase) -> dict:
     )
 
 
-def make_mask(case: AttentionCase, generator: torch.Generator) -> Optional[torch.Tensor]:
+def make_mask(case: AttentionCase, generator: ExactGenerator) -> Optional[torch.Tensor]:
     """The case's additive mask in its broadcast shape and dtype, or None."""
     if case.mask == "none":
         return None
@@ -163,19 +168,19 @@ def make_mask(case: AttentionCase, generator: torch.Generator) -> Optional[torch
     visible = (keys <= positions).expand(b, n, t, s)  # causal at the offset
     additive = torch.zeros(b, n, t, s)
     if case.mask == "pad-left":
-        pads = torch.randint(0, case.offset + t + 1, (b, 1, 1, 1), generator=generator)
+        pads = torch.tensor(integers(0, case.offset + t + 1, b, generator)).view(b, 1, 1, 1)
         visible = visible & (keys >= pads)
     elif case.mask == "pad-right":
-        lengths = torch.randint(1, s + 1, (b, 1, 1, 1), generator=generator)
+        lengths = torch.tensor(integers(1, s + 1, b, generator)).view(b, 1, 1, 1)
         visible = visible & (keys < lengths)
     elif case.mask == "window":
-        window = int(torch.randint(1, s + 1, (1,), generator=generator))
+        (window,) = integers(1, s + 1, 1, generator)
         visible = visible & (keys > positions - window)
     elif case.mask == "random":
-        visible = torch.rand(b, n, t, s, generator=generator) < 0.8
-        additive = -4.0 * torch.rand(b, n, t, s, generator=generator)
+        visible = uniform((b, n, t, s), generator) < 0.8
+        additive = -4.0 * uniform((b, n, t, s), generator)
     elif case.mask == "full-rows":
-        dropped = torch.rand(b, n, t, 1, generator=generator) < 0.3
+        dropped = uniform((b, n, t, 1), generator) < 0.3
         visible = visible & ~dropped
     elif case.mask == "bidirectional":
         visible = torch.ones(b, n, t, s, dtype=torch.bool)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, find, settings
 
+from parity.cpu_capabilities import cpu_capabilities, run_under_capability
 from property_tests.strategies import (
     LONG_LENGTHS,
     SHORT_LEN,
@@ -19,6 +20,29 @@ from property_tests.strategies import (
 _FIND = settings(
     max_examples=2000, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
 )
+
+
+# One case per random draw make_inputs makes (normals; integers for pad-left,
+# pad-right, window; uniforms for random and full-rows), in fp32, fp16 and bf16,
+# with ALiBi; prints {case_id: sha256 of every tensor's bytes}.
+_INPUTS_CHILD = """
+import hashlib, json
+import torch
+from property_tests.strategies import AttentionCase, make_inputs
+base = AttentionCase(batch=2, seq_q=37, seq_kv=100, offset=20, num_heads=8, num_kv_heads=2,
+                     head_dim=64, mask_shape="bnts", seed=5)
+cases = [base.replace(mask=mask, dtype=dtype, alibi=dtype != "fp32")
+         for mask in ("random", "full-rows", "pad-left", "pad-right", "window")
+         for dtype in ("fp32", "fp16", "bf16")]
+digests = {}
+for case in cases:
+    digest = hashlib.sha256()
+    for name, value in sorted(make_inputs(case).items()):
+        if isinstance(value, torch.Tensor):
+            digest.update(name.encode() + value.contiguous().view(torch.uint8).numpy().tobytes())
+    digests[case.case_id] = digest.hexdigest()
+print(json.dumps(digests))
+"""
 
 
 @pytest.fixture
@@ -70,6 +94,20 @@ def test_case_id_is_readable_and_inputs_are_deterministic():
     assert case.case_id.startswith("b2-t37-s100-p20-n8g2-h64-causal-b1ts-softcap30-")
     first, second = make_inputs(case), make_inputs(case)
     assert all(torch.equal(first[name], second[name]) for name in ("q", "k", "v", "mask"))
+
+
+def test_inputs_are_the_same_bytes_on_every_cpu_path():
+    """make_inputs gives identical tensors under every CPU path torch can be forced onto.
+
+    One child process per path (about 5 s each, mostly importing litert-torch):
+    a derandomized run then tests the same inputs on every machine.
+    """
+    digests = {capability: run_under_capability(_INPUTS_CHILD, capability)
+               for capability in cpu_capabilities()}  # fmt: skip
+    first = next(iter(digests.values()))
+    assert len(first) == 15
+    differing = {case_id for d in digests.values() for case_id in d if d[case_id] != first[case_id]}
+    assert not differing, f"inputs differ between CPU paths {list(digests)} for {sorted(differing)}"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Child process: converts the TinyLlama-shaped 2-layer model (standard or flash) to .tflite.
 
 Run as ``python -m parity.bench._model_convert_child CASE_JSON CHECKPOINT_DIR OUT_PATH``.
-Writes the seeded checkpoint first if it is missing (``edge_flash.testing``),
+Writes the seeded checkpoint first if it is missing (``parity.random_checkpoints``),
 builds the model with ``edge_flash.build_model`` and converts it with
 ``edge_flash.convert.convert_to_tflite``: signatures ``prefill_<T>`` and ``decode``
 over a KV cache of S slots. Prints one JSON line: seconds and bytes.
@@ -24,7 +24,7 @@ CHECKPOINT_SEED = 0
 
 def write_checkpoint(directory: Path, max_positions: int) -> Path:
     """Writes the seeded TinyLlama-shaped checkpoint once (a marker file says it is complete)."""
-    from edge_flash.testing import write_tinyllama_shaped_checkpoint
+    from parity.random_checkpoints import write_tinyllama_shaped_checkpoint
 
     marker = directory / ".complete"
     if not marker.exists():

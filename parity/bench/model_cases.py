@@ -21,8 +21,10 @@ _VOCAB_SIZE = 512  # parity.bench._model_convert_child.VOCAB_SIZE (no torch impo
 # edge_flash sources that shape the converted model (others, e.g. the runtime, do not).
 _GRAPH_FILES = (
     "kernel.py", "validation.py", "integration.py", "builders.py", "hf_config.py", "loader.py",
-    "testing.py", "convert.py",
+    "convert.py",
 )  # fmt: skip
+# parity sources that write the model's seeded checkpoint (its weights are in the file).
+_CHECKPOINT_FILES = ("random_checkpoints.py", "exact_random.py")
 
 
 def model_cases(lengths: tuple[int, ...]) -> list[BenchCase]:
@@ -41,6 +43,7 @@ def _model_file(case: BenchCase, directory: Path) -> Path:
         "impl": case.impl_label,
         "seq_kv": case.seq_kv,
         "edge_flash": convert.package_digest("edge_flash", _GRAPH_FILES),
+        "checkpoint_writer": convert.package_digest("parity", _CHECKPOINT_FILES),
         "versions": convert.stack_versions(),
         "vocab": _VOCAB_SIZE,
     }

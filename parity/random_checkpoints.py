@@ -1,4 +1,9 @@
-"""Test checkpoints: real HF checkpoint directories with random (seeded) weights.
+"""Random checkpoints: real HF checkpoint directories with seeded random weights.
+
+Harness fixtures, not part of what edge_flash ships (they moved here from
+``edge_flash.testing``). Weights come from ``parity.exact_random``, so a seed
+gives the same bytes on every CPU (x86 of any vector width, ARM); with
+``torch.randn`` they did not.
 
 - ``write_tinyllama_shaped_checkpoint``: TinyLlama-1.1B's config.json fields
   (hidden 2048, 32 heads, 4 KV heads, head_dim 64, intermediate 5632, RoPE base
@@ -11,6 +16,8 @@ both transformers and ``edge_flash.build_model`` load, and a byte-level BPE
 tokenizer (259 tokens: ``<unk>``, ``<s>``, ``</s>`` and the 256 bytes, no merges)
 built offline, when asked and the vocab has room for it (``vocab_size >= 259``);
 otherwise the checkpoint has no tokenizer.
+
+``random_decoder_model`` fills a litert-torch model of any config the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import os
 from pathlib import Path
 
 import torch
+
+from parity.exact_random import ExactGenerator, exact_generator, normal
 
 # TinyLlama-1.1B-Chat-v1.0's config.json, field by field (weights stored fp32 here).
 TINYLLAMA_CONFIG = {
@@ -55,6 +64,8 @@ TINY_RANDOM_LLAMA_OVERRIDES = {
 BYTE_TOKENIZER_SIZE = 259  # <unk>, <s>, </s> + 256 byte symbols.
 # Weight scale of HF's Llama init (initializer_range); norm weights get
 # 1 + 0.1 * noise so that a swapped or missing norm is visible in the logits.
+# Both are Python floats: std * x and 1 + y are single correctly rounded
+# float32 operations, the same on every machine.
 _INIT_STD = 0.02
 _NORM_NOISE = 0.1
 
@@ -74,7 +85,7 @@ def write_tinyllama_shaped_checkpoint(
       path: directory to create (parents too); existing files are overwritten.
       num_layers: ``num_hidden_layers`` (TinyLlama has 22).
       vocab_size: ``vocab_size`` (TinyLlama has 32000); >= 259 adds a tokenizer.
-      seed: seeds every weight (same seed, same bytes).
+      seed: seeds every weight (same seed, same bytes, on every CPU).
       tokenizer: write the byte-level tokenizer (needs vocab_size >= 259; writing
         it imports transformers, about 3 s).
       overrides: any other config.json field (e.g. ``tie_word_embeddings=True``).
@@ -125,36 +136,45 @@ def write_llama_checkpoint(
 
 
 def llama_state_dict(config: dict, seed: int = 0) -> dict:
-    """Seeded random fp32 tensors with HF Llama names and shapes for ``config``."""
-    generator = torch.Generator().manual_seed(seed)
+    """Seeded random fp32 tensors with HF Llama names and shapes for ``config``.
+
+    Matrices are N(0, 0.02), norm weights 1 + 0.1 N(0, 1) (``parity.exact_random``
+    normals: the same bytes on every CPU).
+    """
+    generator = exact_generator(seed)
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or hidden // heads
     inter = config["intermediate_size"]
 
-    def normal(*shape):
-        return torch.randn(*shape, generator=generator) * _INIT_STD
+    def matrix(*shape):
+        return _INIT_STD * normal(shape, generator)
 
     def norm_weight():
-        return 1.0 + _NORM_NOISE * torch.randn(hidden, generator=generator)
+        return _norm_weight((hidden,), generator)
 
-    state = {"model.embed_tokens.weight": normal(config["vocab_size"], hidden)}
+    state = {"model.embed_tokens.weight": matrix(config["vocab_size"], hidden)}
     for i in range(config["num_hidden_layers"]):
         prefix = f"model.layers.{i}"
-        state[f"{prefix}.self_attn.q_proj.weight"] = normal(heads * head_dim, hidden)
-        state[f"{prefix}.self_attn.k_proj.weight"] = normal(kv_heads * head_dim, hidden)
-        state[f"{prefix}.self_attn.v_proj.weight"] = normal(kv_heads * head_dim, hidden)
-        state[f"{prefix}.self_attn.o_proj.weight"] = normal(hidden, heads * head_dim)
-        state[f"{prefix}.mlp.gate_proj.weight"] = normal(inter, hidden)
-        state[f"{prefix}.mlp.up_proj.weight"] = normal(inter, hidden)
-        state[f"{prefix}.mlp.down_proj.weight"] = normal(hidden, inter)
+        state[f"{prefix}.self_attn.q_proj.weight"] = matrix(heads * head_dim, hidden)
+        state[f"{prefix}.self_attn.k_proj.weight"] = matrix(kv_heads * head_dim, hidden)
+        state[f"{prefix}.self_attn.v_proj.weight"] = matrix(kv_heads * head_dim, hidden)
+        state[f"{prefix}.self_attn.o_proj.weight"] = matrix(hidden, heads * head_dim)
+        state[f"{prefix}.mlp.gate_proj.weight"] = matrix(inter, hidden)
+        state[f"{prefix}.mlp.up_proj.weight"] = matrix(inter, hidden)
+        state[f"{prefix}.mlp.down_proj.weight"] = matrix(hidden, inter)
         state[f"{prefix}.input_layernorm.weight"] = norm_weight()
         state[f"{prefix}.post_attention_layernorm.weight"] = norm_weight()
     state["model.norm.weight"] = norm_weight()
     if not config.get("tie_word_embeddings", False):
-        state["lm_head.weight"] = normal(config["vocab_size"], hidden)
+        state["lm_head.weight"] = matrix(config["vocab_size"], hidden)
     return state
+
+
+def _norm_weight(shape: tuple[int, ...], generator: ExactGenerator) -> torch.Tensor:
+    """1 + 0.1 N(0, 1): gains near one that still differ per channel."""
+    return 1.0 + _NORM_NOISE * normal(shape, generator)
 
 
 def write_byte_tokenizer(directory: os.PathLike) -> None:
@@ -188,17 +208,18 @@ def random_decoder_model(config, seed: int = 0, mask_cache_size: int = 0):
     """A litert-torch ``DecoderOnlyModel`` of ``config`` with seeded random weights, in eval mode.
 
     Matrices get N(0, 0.02) and vectors (norm weights, biases) 1 + 0.1 N(0, 1),
-    like ``llama_state_dict``; works for any config (e.g. with softcap or ALiBi).
+    like ``llama_state_dict`` (same bytes on every CPU); works for any config
+    (e.g. with softcap or ALiBi).
     """
     from litert_torch.generative.utilities.model_builder import DecoderOnlyModel
 
     model = DecoderOnlyModel(config, mask_cache_size)
-    generator = torch.Generator().manual_seed(seed)
+    generator = exact_generator(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            noise = torch.randn(parameter.shape, generator=generator)
+            shape = tuple(parameter.shape)
             if parameter.dim() == 1:
-                parameter.copy_(1.0 + _NORM_NOISE * noise)
+                parameter.copy_(_norm_weight(shape, generator))
             else:
-                parameter.copy_(_INIT_STD * noise)
+                parameter.copy_(_INIT_STD * normal(shape, generator))
     return model.eval()
