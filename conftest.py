@@ -56,10 +56,17 @@ def pytest_configure(config):
     except AttentionImplError as error:
         raise pytest.UsageError(str(error)) from None
     config.attention_impl_spec = spec
+    from parity import run_settings
+
+    try:
+        run_settings.apply_torch_threads()
+        config.run_settings = run_settings.current().describe()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_report_header(config):
-    return f"attention impl: {config.attention_impl_spec}"
+    return [f"attention impl: {config.attention_impl_spec}", f"settings: {config.run_settings}"]
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +95,7 @@ def pytest_sessionstart(session):
     session.config.results_writer = ResultsWriter(path)
     session.config.results_writer.write_header(
         attention_impl=session.config.attention_impl_spec,
+        settings=session.config.run_settings,
         hypothesis_profile=settings.get_current_profile_name(),
     )
     session.config.results_outcomes = {"passed": 0, "failed": 0, "skipped": 0}

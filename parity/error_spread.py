@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from parity.rounding_noise import fp32_rounding_noise
+from parity.rounding_noise import Fp32RoundingNoise, fp32_rounding_noise
 
 # Batch rows of noisy oracle runs per prompt. Their row maxima concentrate (a max
 # over hundreds of weakly correlated errors), so 8 estimate the rms to a few per
@@ -153,7 +153,7 @@ def measure_spread(
         tokens and the values the deviations are taken from.
       kv_cache_max_len: S of the KV cache.
       z: the allowance's multiple of ``element_rms_max`` (for ``null_ratio``).
-      samples: batch rows (>= 3). seed: seeds the noise (per call: seed + call).
+      samples: batch rows (>= 3). seed: seeds the noise.
     """
     from litert_torch.generative.layers import kv_cache as kv_utils
 
@@ -165,11 +165,12 @@ def measure_spread(
     )
     calls: Sequence[list[int]] = [oracle_run.prompt_ids] + [[t] for t in oracle_run.fed]
     logits, hidden, position = [], [], 0
+    noise = Fp32RoundingNoise(seed)
     try:
         for call, token_ids in enumerate(calls):
             tokens = torch.tensor([token_ids] * samples, dtype=torch.int)  # (N, T)
             input_pos = torch.arange(position, position + len(token_ids), dtype=torch.int)
-            with torch.no_grad(), fp32_rounding_noise(seed * 1_000_003 + call):
+            with torch.no_grad(), fp32_rounding_noise(noise):
                 out = model(tokens, input_pos, cache)
             cache = out["kv_cache"]
             if call == 0:

@@ -274,13 +274,20 @@ class ReauthoredLeg(Leg):
 
 class TFLiteLeg(Leg):
     """A converted model in LiteRT. Its per-layer hidden states are not readable
-    (the graph exposes only logits and the KV cache), so ``hidden`` is None."""
+    (the graph exposes only logits and the KV cache), so ``hidden`` is None.
+
+    XNNPACK and the thread count follow ``parity.run_settings`` (the environment).
+    """
 
     def __init__(self, model_path, name: str):
         from edge_flash.runtime import LiteRTRunner
+        from parity.run_settings import current
 
+        settings = current()
         self.name = name
-        self.runner = LiteRTRunner(model_path)
+        self.runner = LiteRTRunner(
+            model_path, use_xnnpack=settings.litert_xnnpack, num_threads=settings.litert_threads
+        )
 
     def prefill(self, token_ids: Sequence[int]) -> Step:
         self.runner.reset()

@@ -121,6 +121,8 @@ class Fp32RoundingNoise(TorchDispatchMode):
         super().__init__()
         self.unit_roundoff = unit_roundoff
         self.generator = torch.Generator().manual_seed(seed)
+        # Squared weights, reused across calls: id -> (parameter, version, squares).
+        self._squares: dict = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -177,6 +179,16 @@ class Fp32RoundingNoise(TorchDispatchMode):
         )
         return out + variance.sqrt() * self._normal(out).to(out.dtype)
 
+    def _square(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor ** 2``; for parameters (weights) computed once per mode and version."""
+        if not isinstance(tensor, torch.nn.Parameter):
+            return tensor.square()
+        cached = self._squares.get(id(tensor))
+        if cached is None or cached[0] is not tensor or cached[1] != tensor._version:
+            cached = (tensor, tensor._version, tensor.square())
+            self._squares[id(tensor)] = cached
+        return cached[2]
+
     # ---- operations with inner structure -----------------------------------
 
     def _matmul(self, func, args, kwargs):
@@ -186,11 +198,11 @@ class Fp32RoundingNoise(TorchDispatchMode):
             return out
         if packet in (_aten.mm, _aten.bmm, _aten.matmul):
             first, second = args[0], args[1]
-            squares = func(first.square(), second.square())
+            squares = func(self._square(first), self._square(second))
             has_bias = False
         elif packet is _aten.linear:  # (x, weight, bias=None): x @ weight.T + bias
             first, second = args[0], args[1]
-            squares = _aten.linear(first.square(), second.square())
+            squares = _aten.linear(self._square(first), self._square(second))
             has_bias = len(args) > 2 and args[2] is not None
         else:  # addmm / baddbmm (bias, a, b, beta=, alpha=)
             first, second = args[1], args[2]
@@ -239,13 +251,14 @@ def _no_floats(value) -> bool:
 
 
 @contextlib.contextmanager
-def fp32_rounding_noise(seed: int):
-    """Runs the block with ``Fp32RoundingNoise(seed)`` and torch's math SDPA backend.
+def fp32_rounding_noise(noise: Fp32RoundingNoise):
+    """Runs the block inside ``noise`` with torch's math SDPA backend.
 
     The math backend spells attention out in matmuls and a softmax that the mode
-    can see; the fused CPU kernel would be one opaque operation.
+    can see; the fused CPU kernel would be one opaque operation. One mode may be
+    entered for many calls in turn: its generator and squared weights carry over.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel(SDPBackend.MATH), Fp32RoundingNoise(seed):
+    with sdpa_kernel(SDPBackend.MATH), noise:
         yield
