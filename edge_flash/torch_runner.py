@@ -2,50 +2,42 @@
 
 ``TorchRunner`` has the interface of ``edge_flash.runtime.LiteRTRunner``
 (``prefill``, ``decode``, ``generate``, ``kv_cache``, ``reset``) so the same
-comparison code drives both. It can run the model in float64, as the oracle the
-fp32 legs are compared against: parameters, KV cache and mask are cast, and the
-kernel computes in float64 when its inputs are float64.
+comparison code drives both. It runs the model as built (fp32); the harness's
+float64 oracle is ``parity.fp64_model``.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
-
-_DTYPES = (torch.float32, torch.float64)
 
 
 class TorchRunner:
     """Prefill / decode / greedy generation of a litert-torch ``DecoderOnlyModel``.
 
     Args:
-      model: e.g. from ``edge_flash.build_model``; not modified (a float64 run
-        works on a deep copy).
+      model: e.g. from ``edge_flash.build_model``; not modified.
       kv_cache_max_len: KV cache slots; at most the model's ``max_seq_len``.
-      dtype: torch.float32 (the model as built) or torch.float64 (oracle).
 
     Raises:
-      ValueError: bad ``kv_cache_max_len`` or ``dtype``.
+      ValueError: bad ``kv_cache_max_len``.
     """
 
-    def __init__(self, model: torch.nn.Module, kv_cache_max_len: int, dtype=torch.float32):
+    def __init__(self, model: torch.nn.Module, kv_cache_max_len: int):
         from litert_torch.generative.layers import attention_utils
 
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype ({dtype}) must be one of {_DTYPES}")
         max_len = model.config.max_seq_len
         if isinstance(kv_cache_max_len, bool) or not isinstance(kv_cache_max_len, int):
             raise ValueError(f"kv_cache_max_len ({kv_cache_max_len!r}) must be an int")
         if not 1 <= kv_cache_max_len <= max_len:
             raise ValueError(f"kv_cache_max_len ({kv_cache_max_len}) must be in [1, {max_len}]")
-        self.model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
-        self.dtype = dtype
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
         self.kv_cache_max_len = kv_cache_max_len
-        # The model's own mask cache is fp32 and may be absent; build one here.
-        self._mask = attention_utils.build_causal_mask_cache(kv_cache_max_len).to(dtype)
+        # The model's own mask cache may be absent; build one here.
+        self._mask = attention_utils.build_causal_mask_cache(kv_cache_max_len).to(self.dtype)
         self.vocab_size = model.config.vocab_size
         self.reset()
 

@@ -32,7 +32,8 @@ from edge_flash import (
     use_standard_attention,
 )
 from edge_flash.builders import apply_attention_choice
-from edge_flash.logit_checks import OWNER_ATOL, check_logits
+from parity.compare import assert_close_to_oracle
+from parity.tolerances import OWNER_BOUND
 from parity.exact_random import exact_generator, normal
 from parity.random_checkpoints import random_decoder_model, tiny_random_llama_config
 
@@ -140,18 +141,8 @@ def test_flash_matches_standard_for_every_attention_variant(variant, record_resu
     lora = _lora(variant, standard.config)
     expected = _forward(standard, lora=lora, kv_layout=variant.kv_layout)
     actual = _forward(flash, lora=lora, kv_layout=variant.kv_layout)
-    message = check_logits(
-        record_result,
-        case_id=f"{MODEL}-{variant.name}-q4-kv8",
-        model=MODEL,
-        legs="flash-vs-standard",
-        actual=actual.numpy(),
-        expected=expected.numpy(),
-        tolerance=OWNER_ATOL,
-        why="owner's bound for flash vs standard on the same weights",
-        seed=SEED,
-    )
-    assert not message, message
+    _assert_owner_bound(record_result, f"{MODEL}-{variant.name}-q4-kv8", actual, expected,
+                        ("flash", "standard"))  # fmt: skip
 
 
 def test_transposed_kv_layout_matches_the_default_layout(record_result):
@@ -162,18 +153,18 @@ def test_transposed_kv_layout_matches_the_default_layout(record_result):
     # Same kernel, same values; only where K/V are stored differs: exact.
     assert torch.equal(transposed, default)
     litert_transposed = _forward(_model(), kv_layout=kv_utils.KV_LAYOUT_TRANSPOSED)
-    message = check_logits(
-        record_result,
-        case_id=f"{MODEL}-transposed-kv",
-        model=MODEL,
-        legs="flash-vs-litert-transposed",
-        actual=transposed.numpy(),
-        expected=litert_transposed.numpy(),
-        tolerance=OWNER_ATOL,
-        why="owner's bound for flash vs standard (litert-torch's transposed kernel)",
-        seed=SEED,
-    )
-    assert not message, message
+    _assert_owner_bound(record_result, f"{MODEL}-transposed-kv", transposed, litert_transposed,
+                        ("flash", "litert-transposed"))  # fmt: skip
+
+
+def _assert_owner_bound(record_result, case_id, actual, expected, names):
+    """Flash vs standard logits within the owner's 1e-4, recorded as a result row."""
+    assert_close_to_oracle(
+        actual, expected, error_model=OWNER_BOUND, allowance=OWNER_BOUND.atol,
+        names=(names[0], "", names[1]), case_id=case_id,
+        on_result=lambda c: record_result(suite="parity", model=MODEL, seed=SEED,
+                                          **c.record_fields()),
+    )  # fmt: skip
 
 
 def _recorder():

@@ -3,9 +3,10 @@
 One conversion per session (through the CLI, so its success path is tested
 too): TinyLlama-1.1B's config.json fields with 2 layers and a 512-token vocab,
 flash attention, prefill signatures of 16 and 64 tokens, KV cache 128, fp32.
-Its prefill and decode logits are compared with the PyTorch flash model, both
-measured against a float64 run of the same model; the runner's errors are
-tested by text.
+The runner's cache readback is compared with the PyTorch flash model and its
+errors are tested by text. The converted models' logits and greedy tokens are
+judged against the float64 oracle by the chain suites (``parity/test_chain_*.py``,
+TFLite legs of the zoo's models, with the derived error model).
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from edge_flash import LiteRTInputError, LiteRTModelError, LiteRTRunner, TorchRunner, build_model
 from edge_flash.convert import main as convert_main
-from edge_flash.logit_checks import LOGIT_BUDGETS, allowed_error, check_logits
 from edge_flash.runtime import tflite_op_counts
 from parity.random_checkpoints import write_tinyllama_shaped_checkpoint
 
@@ -69,20 +68,16 @@ def flash_model(checkpoint):
 
 
 def _legs(prompt, tflite_path, flash_model):
-    """Prefill + greedy decode logits on LiteRT, PyTorch fp32 and PyTorch fp64."""
-    legs = {
-        "tflite": LiteRTRunner(tflite_path),
-        "torch": TorchRunner(flash_model, KV_LEN),
-        "fp64": TorchRunner(flash_model, KV_LEN, torch.float64),
-    }
+    """Prefill + greedy decode on LiteRT and PyTorch fp32 (PyTorch's greedy tokens fed to both)."""
+    legs = {"tflite": LiteRTRunner(tflite_path), "torch": TorchRunner(flash_model, KV_LEN)}
     results = {name: {"prefill": runner.prefill(prompt)} for name, runner in legs.items()}
     # Every leg decodes the oracle's greedy tokens, so the steps stay comparable.
-    token = int(np.argmax(results["fp64"]["prefill"][-1]))
+    token = int(np.argmax(results["torch"]["prefill"][-1]))
     steps = {name: [] for name in legs}
     for _ in range(DECODE_STEPS):
         for name, runner in legs.items():
             steps[name].append(runner.decode(token))
-        token = int(np.argmax(steps["fp64"][-1]))
+        token = int(np.argmax(steps["torch"][-1]))
     for name in legs:
         results[name]["decode"] = np.stack(steps[name])
         results[name]["kv"] = legs[name].kv_cache()
@@ -94,28 +89,6 @@ def runs(tflite_path, flash_model):
     return {name: _legs(prompt, tflite_path, flash_model) for name, prompt in PROMPTS.items()}
 
 
-@pytest.mark.parametrize("phase", ["prefill", "decode"])
-@pytest.mark.parametrize("prompt", PROMPTS)
-def test_tflite_flash_logits_match_pytorch_within_error_model(runs, record_result, prompt, phase):
-    """LiteRT's logits are within 4x PyTorch's fp32 error (+ 64 u |logits|) of the fp64 run."""
-    legs = runs[prompt]
-    oracle = legs["fp64"][phase]
-    torch_error = float(np.abs(legs["torch"][phase] - oracle).max())
-    budget = LOGIT_BUDGETS["tflite"]
-    message = check_logits(
-        record_result,
-        case_id=f"{MODEL}-{prompt}-{phase}",
-        model=MODEL,
-        legs="tflite-flash-vs-fp64",
-        actual=legs["tflite"][phase],
-        expected=oracle,
-        tolerance=allowed_error(budget, torch_error, oracle),
-        why=f"{budget.why}; PyTorch flash error {torch_error:.2e}",
-        seed=SEED,
-    )
-    assert not message, message
-
-
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_tflite_kv_cache_matches_pytorch_on_written_slots(runs, prompt):
     """After prefill and decode, LiteRT's cache equals PyTorch's on every written slot."""
@@ -123,21 +96,16 @@ def test_tflite_kv_cache_matches_pytorch_on_written_slots(runs, prompt):
     for layer, ((k_lite, v_lite), (k_torch, v_torch)) in enumerate(
         zip(runs[prompt]["tflite"]["kv"], runs[prompt]["torch"]["kv"], strict=True)
     ):
-        # K and V are projections of activations whose logits-level error the
-        # test above bounds; 1e-4 absolute on values of size ~1 is that bound.
+        # A readback of the wrong slot, layer or layout is off by O(1) (values of
+        # size ~1); two correct fp32 runs differ by rounding, which the chain's
+        # KV-cache check bounds (its allowance on these models is ~1e-5): 1e-4
+        # lies between the two, so this tests the readback, not the precision.
         np.testing.assert_allclose(
             k_lite[0, :written], k_torch[0, :written], rtol=0, atol=1e-4, err_msg=f"layer {layer} K"
         )
         np.testing.assert_allclose(
             v_lite[0, :written], v_torch[0, :written], rtol=0, atol=1e-4, err_msg=f"layer {layer} V"
         )
-
-
-def test_tflite_greedy_generation_equals_pytorch(tflite_path, flash_model):
-    """Greedy generation of 12 tokens gives the same ids in LiteRT and in PyTorch."""
-    prompt = PROMPTS["ids-40"]
-    expected = TorchRunner(flash_model, KV_LEN).generate(prompt, 12)
-    assert LiteRTRunner(tflite_path).generate(prompt, 12) == expected
 
 
 def test_flash_tflite_has_no_sdpa_composite(tflite_path):

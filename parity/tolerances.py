@@ -224,6 +224,22 @@ MODEL_FP32 = SpreadErrorModel(
 FLASH_VS_STANDARD_ATOL = OWNER_ATOL_FP32
 
 
+@dataclasses.dataclass(frozen=True)
+class FixedBound:
+    """A requirement, not a derived number: every element within ``atol``."""
+
+    name: str
+    atol: float
+    why: str
+
+
+OWNER_BOUND = FixedBound(
+    name="owner-bound",
+    atol=FLASH_VS_STANDARD_ATOL,
+    why="the owner's bound on flash vs standard logits of the same weights and stage: 1e-4",
+)
+
+
 # Golden files (parity.golden) store the float64 oracle's logits. A rerun of
 # the same oracle on the same weights differs only by float64 rounding in
 # another summation order (another BLAS, another machine): ~1e-13 relative on
