@@ -51,6 +51,7 @@ class Comparison:
             value=self.max_error,
             tolerance=self.max_allowed,
             passed=self.passed,
+            ratio=self.worst_ratio,
             details=(
                 f"model={self.error_model} baseline_max_err={baseline}"
                 f" mismatches={self.mismatches}/{self.compared} worst_ratio={self.worst_ratio:.3g}"

@@ -55,11 +55,12 @@ class ResultRow:
     seed: int | None = None
     details: str = ""
     test: str = ""  # pytest node id, filled by the fixture
+    ratio: float | None = None  # greatest error / allowed over the compared elements
     time: float = dataclasses.field(default_factory=time.time)
 
     def to_json(self) -> str:
         row = dataclasses.asdict(self)
-        for key in ("value", "tolerance"):
+        for key in ("value", "tolerance", "ratio"):
             if isinstance(row[key], float) and not math.isfinite(row[key]):
                 row[key] = repr(row[key])  # JSON has no NaN/inf; keep them readable.
         return json.dumps(row, sort_keys=True)
@@ -171,7 +172,7 @@ def load_results(path: Path) -> ResultsFile:
         elif "event" in item:
             loaded.events.append(item)
         else:
-            for key in ("value", "tolerance"):
+            for key in ("value", "tolerance", "ratio"):
                 item[key] = _decode_number(item.get(key))
             loaded.rows.append(item)
     return loaded

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from parity import run_settings
+
 from parity.exact_random import exact_generator, integers, normal
 
 CHECKPOINT_ENV = "PARITY_CHECKPOINT_PATH"
@@ -271,7 +273,9 @@ def encode_prompt(prompt: Prompt, tokenizer, vocab_size: int) -> list[int]:
     """
     if prompt.text is None:
         # Id 0 is the embedding's padding_idx in litert-torch; keep it out of prompts.
-        return integers(1, vocab_size, prompt.length, exact_generator(prompt.seed))
+        # PARITY_PROMPT_SEED (parity.run_settings) draws other prompts of the same lengths.
+        offset = run_settings.current().prompt_seed * 1_000_003
+        return integers(1, vocab_size, prompt.length, exact_generator(prompt.seed + offset))
     if tokenizer is None:
         raise ValueError(
             f"prompt {prompt.name!r} is text but the checkpoint has no tokenizer;"
