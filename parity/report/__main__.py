@@ -52,6 +52,8 @@ def _run(args) -> tuple[Path, float]:
         command = runs.pytest_command(args.junit, shlex.split(args.pytest_args))
         status = runs.run_streaming(command, results_path)
         print(f"parity.report: test suites exited with status {status}", flush=True)
+        status = runs.run_streaming(runs.detection_command(results_path), results_path)
+        print(f"parity.report: detection limits exited with status {status}", flush=True)
     if not args.no_bench:
         status = runs.run_streaming(runs.bench_command(results_path, args.full_bench), results_path)
         print(f"parity.report: benchmarks exited with status {status}", flush=True)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from parity.bench.method import METHOD
 from parity.bench.table import bench_frame
-from parity.report import analysis, claims, plots
+from parity.report import study, analysis, claims, plots
 from parity.results import ResultsFile
 
 _STYLE = """
@@ -154,6 +154,24 @@ def _images(plot_list: list[tuple[str, str]]) -> str:
     )
 
 
+_FALSE_ALARM_NOTE = (
+    "Each correct leg under each setting (python -m parity.false_alarms; the gate runs a"
+    " subset on the tiny model, --full every setting and model): its worst error / allowed"
+    " over every check (below 1 passes) and its failed checks, which must be 0."
+)
+_DETECTION_NOTE = (
+    "python -m parity.detection_limits: bisection between the largest relative drift or"
+    " additive bias of the attention output that the leg's logit and KV checks pass and the"
+    " smallest they fail."
+)
+
+
+def _study_html(frame: pd.DataFrame, note: str) -> str:
+    if frame.empty:
+        return f"<p>Not measured in this results file. {html.escape(note)}</p>"
+    return f"<p>{html.escape(note)}</p>" + _table(frame)
+
+
 def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_s=None) -> str:
     """The whole page as HTML text. ``source`` names the results file shown on the page."""
     frame = analysis.comparison_frame(results)
@@ -171,6 +189,10 @@ def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_
         ("Memory and latency against sequence length", _images(plots.bench_plots(bench))),
         ("Errors per leg and per layer", _images(plots.error_plots(frame))),
         ("Kernel errors found by the property suite", _images(plots.kernel_error_plots(frame))),
+        ("False-alarm study: correct legs under settings that change rounding only",
+         _study_html(study.false_alarm_table(results.rows), _FALSE_ALARM_NOTE)),
+        ("Detection limits: the smallest attention error each leg's checks catch",
+         _study_html(study.detection_table(results.rows), _DETECTION_NOTE)),
         (
             "Comparisons per suite (error, tolerance, margin = tolerance - error)",
             _suites_html(frame),

@@ -31,6 +31,14 @@ def bench_command(results_path: Path, full: bool) -> list[str]:
     return command if full else [*command, "--quick"]
 
 
+def detection_command(results_path: Path) -> list[str]:
+    """Detection limits of the tiny model's PyTorch legs (``parity.detection_limits``)."""
+    return [
+        sys.executable, "-m", "parity.detection_limits", "--model", "tiny-random-llama",
+        "--steps", "6", "--results", str(results_path),
+    ]  # fmt: skip
+
+
 def fresh_results_file(path: Path) -> Path:
     """Removes an earlier results file at ``path`` (and its parents exist); returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
