@@ -142,12 +142,22 @@ def assert_close_to_oracle(
         compared=compared,
         passed=not bool(failed.any()),
     )
+    # The baseline widens the allowance, so it must be within its own bound (the
+    # owner's cap): a baseline further off than that is itself wrong (issue 8, item 7).
+    cap = getattr(error_model, "owner_atol", None)
+    baseline_off = baseline_max is not None and cap is not None and not baseline_max <= cap
+    result.passed = result.passed and not baseline_off
     if not result.passed:
         ratio_at = _unravel(int(ratio.argmax()), shape)
         result.message = _message(
             result, error_model, actual, expected64, allowed, worst, ratio_at, names,
             baseline_nonfinite, reproduce,
         )  # fmt: skip
+        if baseline_off:
+            result.message += (
+                f"\n  The baseline is off: {names[1]} is itself {baseline_max:.3e} from the"
+                f" {names[2]}, over its own bound {cap:g}, so it cannot vouch for {names[0]}"
+            )
     if on_result is not None:
         on_result(result)
     if not result.passed:

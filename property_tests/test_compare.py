@@ -52,6 +52,25 @@ def test_owner_cap_applies_even_when_the_baseline_is_far_off():
                                baseline=expected + 1e-3)  # fmt: skip
 
 
+def test_a_baseline_off_by_more_than_its_own_bound_fails_the_comparison():
+    """A baseline 1e-3 off (over the owner's 1e-4) fails even an exact candidate, and says so."""
+    expected = _expected()
+    with pytest.raises(AssertionError, match="The baseline is off: baseline is itself 1.000e-03"):
+        assert_close_to_oracle(expected, expected, error_model=FP32, baseline=expected + 1e-3)
+
+
+def test_the_derived_allowance_replaces_the_formula_and_excludes_a_baseline():
+    """allowance= is used as given per element; with a baseline it is refused."""
+    expected = _expected()
+    rows = torch.tensor([[1e-6], [1e-6], [1e-3]], dtype=torch.float64)
+    actual = expected + 1e-4
+    with pytest.raises(AssertionError, match="Mismatched elements: 8 / 12"):
+        assert_close_to_oracle(actual, expected, error_model=FP32, allowance=rows)
+    with pytest.raises(ValueError, match="exclude each other"):
+        assert_close_to_oracle(actual, expected, error_model=FP32, allowance=rows,
+                               baseline=expected)  # fmt: skip
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_actual_fails_where_the_oracle_is_finite(bad):
     """NaN or inf in the output fails, whatever the allowance."""
