@@ -225,3 +225,45 @@ def test_targets_are_judged_from_litert_rows():
     assert targets["latency"].status == claims.HELD
     assert targets["memory"].status == claims.NOT_HELD  # 140x at both lengths: not growing
     assert targets["ratio"].status == claims.NOT_MEASURED  # no T=8192 row
+
+
+def test_owner_bound_claims_hold_per_stage_and_tflite_says_why():
+    """PyTorch 6e-5 holds the owner's 1e-4; TFLite 1.05e-4 is "not held", with the reason."""
+    rows = [
+        ResultRow(suite="parity", case_id="m-reauthored_flash-p", model="m",
+                  legs="reauthored_flash-vs-reauthored_std", metric="max_abs_diff",
+                  value=6e-5, tolerance=1e-4, passed=True),
+        ResultRow(suite="parity", case_id="m-tflite_flash-p", model="m",
+                  legs="tflite_flash-vs-tflite_std", metric="max_abs_diff",
+                  value=1.05e-4, tolerance=4e-4, passed=True),
+    ]  # fmt: skip
+    table = claims.claims_table([json.loads(r.to_json()) for r in rows])
+    owner = {c.claim: c for c in table if c.claim.startswith("flash vs standard logits")}
+    assert owner["flash vs standard logits within 0.0001 (PyTorch)"].status == claims.HELD
+    tflite = owner["flash vs standard logits within 0.0001 (TFLite)"]
+    assert tflite.status == claims.NOT_HELD and "0.000105" in tflite.measured
+    assert "LiteRT's own rounding" in tflite.basis
+
+
+def test_false_alarm_and_detection_tables_read_their_rows():
+    """Study rows become setting x leg rows; detection rows keep both ends of the bracket."""
+    from parity.report import study
+
+    rows = [
+        ResultRow(suite="false_alarm", case_id="cpu-avx2-m-hf", model="m", legs="hf-vs-oracle_fp64",
+                  metric="worst_error_ratio", value=0.25, tolerance=1.0, passed=True,
+                  details="setting=cpu-avx2 checks=12 failed=0"),
+        ResultRow(suite="detection", case_id="m-reauthored_flash", model="m",
+                  legs="reauthored_flash-vs-oracle_fp64", metric="detection_limit_relative",
+                  value=2.8e-6, tolerance=2.7e-6, passed=True,
+                  details="attention output relative in every layer: passes at 2.7e-06"),
+    ]  # fmt: skip
+    dicts = [json.loads(r.to_json()) for r in rows]
+    alarms = study.false_alarm_table(dicts)
+    assert alarms.to_dict("records") == [{
+        "setting": "cpu-avx2", "model": "m", "leg": "hf", "worst error / allowed": 0.25,
+        "checks": 12, "false alarms": 0,
+    }]  # fmt: skip
+    detection = study.detection_table(dicts).iloc[0]
+    assert detection["perturbation of the attention output"] == "relative in every layer"
+    assert (detection["passes at"], detection["fails at"]) == (2.7e-6, 2.8e-6)
