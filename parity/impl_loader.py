@@ -8,7 +8,9 @@ function or into one clear error.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+from collections.abc import Mapping
 from typing import Callable
 
 DEFAULT_ATTENTION_IMPL = "edge_flash:flash_attention"
@@ -54,3 +56,19 @@ def load_attention_impl(spec: str) -> Callable:
             f"--attention-impl ({spec!r}): {attr_path!r} is a {type(target).__name__}, not callable"
         )
     return target
+
+
+def accepted_options(fn: Callable, options: Mapping[str, object]) -> dict:
+    """The entries of ``options`` that ``fn`` takes as named parameters (block sizes).
+
+    Every suite passes kernel options through this: a candidate with exactly
+    litert-torch's ``scaled_dot_product_attention`` signature takes no block
+    sizes and runs with its own defaults.
+    """
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(options)
+    return {name: value for name, value in options.items() if name in parameters}

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+
+from parity.impl_loader import accepted_options
 
 HF = "hf"
 STD = "reauthored_std"
@@ -310,19 +311,6 @@ class TFLiteLeg(Leg):
         return Step(logits=torch.from_numpy(logits).to(torch.float64).unsqueeze(0))
 
 
-def accepted_options(fn: Callable, options: Mapping[str, int]) -> dict:
-    """The entries of ``options`` that ``fn`` takes as named parameters (block sizes).
-
-    A candidate given by ``--attention-impl`` may not take block sizes; it then
-    runs with its own defaults.
-    """
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {name: value for name, value in options.items() if name in parameters}
-
-
 def load_hf_model(checkpoint) -> torch.nn.Module:
     """The transformers model of an HF checkpoint directory: fp32, eager attention, eval."""
     from transformers import AutoModelForCausalLM
@@ -357,3 +345,4 @@ def route_attention(model: torch.nn.Module, fn: Callable, options: Mapping[str, 
     import edge_flash
 
     return edge_flash.use_attention(model, fn, **accepted_options(fn, options))
+

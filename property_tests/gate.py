@@ -20,6 +20,7 @@ from litert_torch.generative.layers.scaled_dot_product_attention import (
 )
 
 from parity.compare import Comparison, assert_close_to_oracle
+from parity.impl_loader import accepted_options
 from parity.oracle import VISIBLE, OracleResult, hull_bounds, reference_attention
 from parity.tolerances import ERROR_MODELS, HULL_SLACK_UNITS, ErrorModel, error_model_for
 from property_tests.strategies import AttentionCase, explicit_mask, make_inputs
@@ -48,7 +49,8 @@ class Gate:
 
     def candidate(self, case: AttentionCase, inputs: dict) -> torch.Tensor:
         """The function under test on ``inputs``, with the case's block sizes."""
-        return self.impl(**inputs, q_block_size=case.q_block_size, kv_block_size=case.kv_block_size)
+        blocks = {"q_block_size": case.q_block_size, "kv_block_size": case.kv_block_size}
+        return self.impl(**inputs, **accepted_options(self.impl, blocks))
 
     def check_against_oracle(
         self, case: AttentionCase, error_model: Optional[ErrorModel] = None
