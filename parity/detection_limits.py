@@ -157,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="tiny-random-llama")
     parser.add_argument("--steps", type=int, default=STEPS, help="bisection steps")
     parser.add_argument("--results", default=None, help="append result rows to this file")
+    parser.add_argument("--legs", nargs="+", default=[L.STD, L.FLASH], choices=[L.STD, L.FLASH])
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps ({args.steps}) must be >= 1")
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
         if writer is not None:
             def record(**fields):
                 writer.record(ResultRow(test="parity.detection_limits", **fields))
-        measure(chain, record=record, steps=args.steps)
+        measure(chain, legs=tuple(args.legs), record=record, steps=args.steps)
     if writer is not None:
         writer.close()
     return 0
