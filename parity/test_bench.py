@@ -161,3 +161,10 @@ def test_a_case_measured_again_later_takes_its_latest_status():
     measured = runner.case_rows(case, {"status": "measured", "peak_bytes": 3.6e9, "median_ms": 5e3})
     frame = bench_frame([json.loads(r.to_json()) for r in failed + measured])
     assert list(frame["status"]) == ["measured"] and frame.loc[0, "peak_mb"] == pytest.approx(3600)
+
+
+@pytest.mark.quick
+def test_zero_repeats_is_an_error_not_the_default(capsys):
+    """`bench --repeats 0` exits 2 naming the argument (it used to become 5 silently)."""
+    assert bench_main(["--repeats", "0", "--quick", "--parts", "attention"]) == 2
+    assert "--repeats (0) must be at least 1" in capsys.readouterr().err

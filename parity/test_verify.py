@@ -91,3 +91,11 @@ def test_bad_argument_exits_2_in_one_line(capsys):
         verify.main(["--bogus"])
     assert raised.value.code == 2 and capsys.readouterr().err.count("\n") == 1
     assert verify.main(["--max_new_tokens", "0"]) == 2
+
+
+def test_input_id_outside_the_vocab_is_one_error_line(checkpoint, capsys):
+    """--input_ids 999999 on a 512-token vocab: exit 2, one line naming the ids, no traceback."""
+    status, out, err = _run(capsys, "--checkpoint_path", checkpoint, "--input_ids", 1, 999999)
+    assert status == 2 and out == ""
+    assert "--input_ids ([999999]) must be token ids in [0, 512)" in err
+    assert err.strip().splitlines()[-1].startswith("parity.verify: error: ValueError")

@@ -77,6 +77,9 @@ def _prepare(args):
     tokenizer = zoo.load_tokenizer(edge_flash.loader.checkpoint_dir(path))
     vocab = zoo.vocab_size(path)
     ids = {p.name: zoo.encode_prompt(p, tokenizer, vocab) for p in prompts}
+    bad = [i for i in args.input_ids if not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"--input_ids ({bad}) must be token ids in [0, {vocab}) of this checkpoint")
     ids["input-ids"] = list(args.input_ids)
     longest = max(len(v) for v in ids.values())
     prefill = 32 * math.ceil(longest / 32)

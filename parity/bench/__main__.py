@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cases = _cases(args)
-        repeats = args.repeats or (3 if args.quick else 5)
+        repeats = (3 if args.quick else 5) if args.repeats is None else args.repeats
         if repeats < 1:
             raise ValueError(f"--repeats ({repeats}) must be at least 1")
         rows = run_benchmarks(cases, args.results, repeats, args.cache_dir)
