@@ -150,10 +150,8 @@ class Chain:
 
     def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
         """Runs of ``legs`` on ``prompt``, plus what their checks and diagnoses read: the
-        oracle, the standard leg of each flash leg (the owner's bound) and, for
-        TFLite legs, the PyTorch model each was converted from."""
+        oracle and, for TFLite legs, the PyTorch model each was converted from."""
         wanted = {L.ORACLE, *legs}
-        wanted |= {L.STANDARD_OF[leg] for leg in legs if leg in L.STANDARD_OF}
         # A TFLite leg's diagnosis searches the layers of the PyTorch model it came from.
         wanted |= {L.SOURCE_OF[leg] for leg in wanted if leg in L.SOURCE_OF}
         return {leg: self._leg_runs(leg)[prompt] for leg in _ordered(wanted)}

@@ -58,8 +58,13 @@ def _with_kernel(kernel):
     return make
 
 
+def _legs_read_by_checks(leg: str) -> list:
+    """The leg, and for a flash leg its standard (``check_flash_vs_standard`` reads both)."""
+    return [leg, *([L.STANDARD_OF[leg]] if leg in L.STANDARD_OF else [])]
+
+
 def _failure(check, chain: Chain, prompt: str, leg: str, *args) -> str:
-    runs = chain.runs(prompt, [leg])
+    runs = chain.runs(prompt, _legs_read_by_checks(leg))
     with pytest.raises(AssertionError) as raised:
         check(runs, leg, *args, spread=chain.spread(prompt), case_id=f"injected-{prompt}",
               model=TINY_RANDOM.name, record=lambda **row: None,
@@ -68,7 +73,7 @@ def _failure(check, chain: Chain, prompt: str, leg: str, *args) -> str:
 
 
 def _passes(check, chain: Chain, prompt: str, leg: str, *args) -> None:
-    runs = chain.runs(prompt, [leg])
+    runs = chain.runs(prompt, _legs_read_by_checks(leg))
     check(runs, leg, *args, spread=chain.spread(prompt), case_id=f"injected-{prompt}",
           model=TINY_RANDOM.name, record=lambda **row: None,
           token_text=lambda token: f"tok{token}")  # fmt: skip
