@@ -60,7 +60,7 @@ ERROR_MODELS = {
     # independent rounding errors; the greatest of n Gaussian errors sits near
     # sqrt(2 ln n) sigma (4.8 sigma for 1e5 elements), and 8 leaves 1.7x for the
     # estimate's first-order simplifications (second-order terms and the
-    # log2(S_eff) model of blocked sums, each within a factor 1.3 on its own).
+    # log2(S_eff) model of blocked sums).
     # factor = 2, derived: the candidate and the standard compute the same sums
     # in another order (one extra rescale per KV block), so the candidate's
     # error is a second draw of the standard's distribution; the larger of two
