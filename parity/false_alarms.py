@@ -192,6 +192,7 @@ def main(argv=None) -> int:
                       f" {item.worst_ratio:.3f}  failed {item.failed}/{item.checks}", flush=True)
             if args.full and not args.no_verify and setting.name.startswith("cpu-"):
                 alarms += _run_verify(setting, writer)
+    writer.write_footer(suite="false_alarm", exitstatus=1 if alarms else 0, false_alarms=alarms)
     writer.close()
     print(f"parity.false_alarms: {alarms} false alarm(s)", flush=True)
     return 1 if alarms else 0
