@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from parity.legs import BlockRecorder
 from parity.rounding_noise import Fp32RoundingNoise, fp32_rounding_noise
 
 # Batch rows of noisy oracle runs per prompt. Their row maxima concentrate (a max
@@ -100,24 +101,6 @@ class OracleSpread:
         return max(part.null_ratio for part in parts)
 
 
-class _BatchRecorder:
-    """Forward hooks keeping every block's (N, T, D) output of the latest call, float64."""
-
-    def __init__(self, blocks):
-        self.outputs = [None] * len(blocks)
-        self.handles = [b.register_forward_hook(self._hook(i)) for i, b in enumerate(blocks)]
-
-    def _hook(self, index):
-        def hook(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            self.outputs[index] = hidden.detach()
-
-        return hook
-
-    def take(self) -> torch.Tensor:
-        return torch.stack(self.outputs, dim=1)  # (N, L, T, D)
-
-
 def _batched_rope(samples: int):
     """``build_rope`` in float64 giving each batch row its own table, (N, 1, T, n / 2).
 
@@ -159,7 +142,7 @@ def measure_spread(
 
     model = oracle_model.eval()
     model.config = dataclasses.replace(model.config, build_rope=_batched_rope(samples))
-    recorder = _BatchRecorder(model.transformer_blocks)
+    recorder = BlockRecorder(model.transformer_blocks, batch=True)
     cache = kv_utils.KVCache.from_model_config(
         kv_cache_max_len, model.config, dtype=torch.float64, batch_size=samples
     )
@@ -183,8 +166,7 @@ def measure_spread(
             hidden.append(recorder.take())  # (N, L, T_call, D)
             position += len(token_ids)
     finally:
-        for handle in recorder.handles:
-            handle.remove()
+        recorder.remove()
     prefill = logits[0] - oracle_run.prefill_logits  # (N, T, V)
     steps = torch.stack([logits[0][:, -1]] + [row[:, -1] for row in logits[1:]], dim=1)
     kv_dev = (kv - oracle_run.kv).flatten(-2)  # (N, L, 2, T, G * H)

@@ -159,10 +159,15 @@ def run_leg(
     )
 
 
-class _BlockRecorder:
-    """Forward hooks that keep each block's output of the latest call: (L, T, D) float64."""
+class BlockRecorder:
+    """Forward hooks that keep each block's output of the latest call, float64.
 
-    def __init__(self, blocks: Sequence[torch.nn.Module]):
+    ``take()`` gives (L, T, D) of batch row 0, or with ``batch=True`` (N, L, T, D)
+    of every row (``parity.error_spread``'s noisy samples).
+    """
+
+    def __init__(self, blocks: Sequence[torch.nn.Module], batch: bool = False):
+        self.batch = batch
         self.outputs: list[torch.Tensor | None] = [None] * len(blocks)
         self.handles = [
             block.register_forward_hook(self._hook(index)) for index, block in enumerate(blocks)
@@ -170,15 +175,15 @@ class _BlockRecorder:
 
     def _hook(self, index: int) -> Callable:
         def hook(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            self.outputs[index] = hidden[0].detach().to(torch.float64)  # (T, D)
+            hidden = output[0] if isinstance(output, tuple) else output  # (N, T, D)
+            self.outputs[index] = hidden.detach().to(torch.float64)
 
         return hook
 
     def take(self) -> torch.Tensor:
-        stacked = torch.stack(self.outputs)  # (L, T, D)
+        stacked = torch.stack(self.outputs, dim=1)  # (N, L, T, D)
         self.outputs = [None] * len(self.outputs)
-        return stacked
+        return stacked if self.batch else stacked[0]
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -196,7 +201,7 @@ class HFLeg(Leg):
     def __init__(self, model: torch.nn.Module, name: str = HF):
         self.name = name
         self.model = model.eval()
-        self.recorder = _BlockRecorder(model.model.layers)
+        self.recorder = BlockRecorder(model.model.layers)
         self.cache = None
 
     @torch.no_grad()
@@ -235,7 +240,7 @@ class ReauthoredLeg(Leg):
         self.model = model.eval()
         self.kv_cache_max_len = kv_cache_max_len
         self.dtype = next(model.parameters()).dtype
-        self.recorder = _BlockRecorder(model.transformer_blocks)
+        self.recorder = BlockRecorder(model.transformer_blocks)
         self.cache = None
         self.position = 0
 
