@@ -22,18 +22,30 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from parity import legs as L
+from parity.model_builder import ModelBuilder
 from parity.zoo import PreparedModel
 
 LegFactory = Callable[[], L.Leg]
 
 
 class TFLiteStore:
-    """Converted models under ``directory``, one per (model, variant, kernel, sizes) key."""
+    """Converted models under ``directory``, one per (model, variant, kernel, builder, sizes) key.
 
-    def __init__(self, directory: Path, attention_impl: Callable, attention_impl_spec: str):
+    ``model_builder`` (``parity.model_builder``) builds the models converted;
+    None means the zoo's own builder.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        attention_impl: Callable,
+        attention_impl_spec: str,
+        model_builder: ModelBuilder | None = None,
+    ):
         self.directory = Path(directory)
         self.attention_impl = attention_impl
         self.attention_impl_spec = attention_impl_spec
+        self.model_builder = model_builder
         self.conversions: dict[str, float] = {}  # file name -> seconds, this store only
 
     def path(self, prepared: PreparedModel, variant: str) -> Path:
@@ -58,6 +70,8 @@ class TFLiteStore:
         sizes = f"prefill={zoo.prefill_seq_len} kv={zoo.kv_cache_max_len}"
         text = f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())} {sizes}"
         text += f" {_sources_hash()} {_kernel_source_hash(self.attention_impl)}"
+        if self.model_builder is not None:
+            text += f" builder={self.model_builder.spec} {self.model_builder.source_hash()}"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def _convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
@@ -66,12 +80,20 @@ class TFLiteStore:
         from edge_flash.convert import convert_to_tflite
 
         zoo = prepared.zoo
-        model = L.build_reauthored(prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+        model = build_candidate(prepared, self.model_builder)
         if variant == "flash":
             L.route_attention(model, self.attention_impl, zoo.kernel_options)
         started = time.perf_counter()
         convert_to_tflite(model, target, [zoo.prefill_seq_len], zoo.kv_cache_max_len)
         self.conversions[target.name] = time.perf_counter() - started
+
+
+def build_candidate(prepared: PreparedModel, model_builder: ModelBuilder | None):
+    """The re-authored model under test: the user's builder's, else the zoo builder's."""
+    zoo = prepared.zoo
+    if model_builder is None:
+        return L.build_reauthored(prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+    return model_builder.build(prepared.checkpoint, zoo.kv_cache_max_len)
 
 
 def _kernel_source_hash(fn: Callable) -> str:
@@ -105,6 +127,8 @@ class Chain:
         harness's own tests inject broken legs this way).
       reuse: another chain of the same prepared model whose finished runs are
         taken over, except those of the legs in ``factories``.
+      model_builder: builds the re-authored legs' model (``parity.model_builder``);
+        None means the zoo's builder. The oracle always uses the zoo's.
     """
 
     def __init__(
@@ -114,8 +138,10 @@ class Chain:
         tflite_store: TFLiteStore | None = None,
         factories: Mapping[str, LegFactory] | None = None,
         reuse: Chain | None = None,
+        model_builder: ModelBuilder | None = None,
     ):
         self.prepared = prepared
+        self.model_builder = model_builder
         self.attention_impl = attention_impl
         self.tflite_store = tflite_store
         self.factories = {**self._default_factories(), **(factories or {})}
@@ -137,16 +163,20 @@ class Chain:
             from parity.tolerances import MODEL_FP32
 
             zoo = self.prepared.zoo
-            model = to_float64(self._reauthored())
+            model = to_float64(self._zoo_reauthored())
             oracle = self._leg_runs(L.ORACLE)[prompt]
             self._spreads[prompt] = measure_spread(
                 model, oracle, zoo.kv_cache_max_len, MODEL_FP32.z
             )
         return self._spreads[prompt]
 
-    def _reauthored(self):
+    def _zoo_reauthored(self):
+        """The zoo builder's model: the oracle's, independent of the candidate builder."""
         zoo = self.prepared.zoo
         return L.build_reauthored(self.prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+
+    def _candidate(self):
+        return build_candidate(self.prepared, self.model_builder)
 
     def runs(self, prompt: str, legs: Iterable[str]) -> dict[str, L.LegRun]:
         """Runs of ``legs`` on ``prompt``, plus what their checks and diagnoses read: the
@@ -175,7 +205,7 @@ class Chain:
     def _default_factories(self) -> dict[str, LegFactory]:
         zoo, checkpoint = self.prepared.zoo, self.prepared.checkpoint
         length = zoo.kv_cache_max_len
-        reauthored = self._reauthored
+        reauthored = self._candidate
 
         def tflite(variant: str, name: str) -> LegFactory:
             def factory():
@@ -195,7 +225,7 @@ class Chain:
                 length,
                 L.FLASH,
             ),
-            L.ORACLE: lambda: L.ReauthoredLeg(to_float64(reauthored()), length, L.ORACLE),
+            L.ORACLE: lambda: L.ReauthoredLeg(to_float64(self._zoo_reauthored()), length, L.ORACLE),
             L.TFLITE_STD: tflite("std", L.TFLITE_STD),
             L.TFLITE_FLASH: tflite("flash", L.TFLITE_FLASH),
         }

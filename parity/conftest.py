@@ -8,7 +8,14 @@
   read it. The flash legs use the ``--attention-impl`` function.
 - ``tflite_store``: converted models, each converted once per session under a
   session tmp dir, or under ``PARITY_TFLITE_CACHE`` to keep them across
-  sessions (keyed by model hash, variant, kernel, sizes and edge_flash's sources).
+  sessions (keyed by model hash, variant, kernel, builder, sizes and edge_flash's
+  sources).
+- ``--model-builder module:function`` (env ``PARITY_MODEL_BUILDER``): the builder
+  of the re-authored legs and of the models converted for the TFLite legs
+  (``parity.model_builder``); the oracle stays the zoo's.
+- ``--tflite PATH`` (env ``PARITY_TFLITE``): a converted file run, unconverted, as
+  the ``tflite_flash`` leg of the zoo model it fits (``parity.user_tflite``);
+  checked when pytest starts, so a corrupt or mismatched file is one line.
 """
 
 from __future__ import annotations
@@ -30,6 +37,69 @@ def pytest_addoption(parser):
             " user-checkpoint parity cases (env PARITY_CHECKPOINT_PATH)"
         ),
     )
+    parser.addoption(
+        "--model-builder",
+        default=None,
+        help=(
+            "builder of the re-authored legs, package.module:function taking (checkpoint_path,"
+            " kv_cache_max_len) and returning a litert-torch decoder (env PARITY_MODEL_BUILDER;"
+            " default: the zoo's builders)"
+        ),
+    )
+    parser.addoption(
+        "--tflite",
+        default=None,
+        help=(
+            "a converted .tflite run as the tflite_flash leg of the zoo model it fits, with no"
+            " conversion (env PARITY_TFLITE)"
+        ),
+    )
+
+
+def pytest_configure(config):
+    """Loads --model-builder and opens --tflite before collection: bad input is one line."""
+    from parity.model_builder import ModelBuilderError, load_model_builder, model_builder_spec
+    from parity.user_tflite import TFLiteFileError, tflite_path
+
+    spec = model_builder_spec(config.getoption("--model-builder"))
+    path = tflite_path(config.getoption("--tflite"))
+    try:
+        config.model_builder = load_model_builder(spec) if spec else None
+        config.user_tflite = _user_tflite(path, config) if path else None
+    except (ModelBuilderError, TFLiteFileError) as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _user_tflite(path: Path, config):
+    """(the opened file, the name of the zoo model it fits)."""
+    from parity import zoo
+    from parity.user_tflite import Architecture, match_model, open_tflite
+
+    user = zoo.user_checkpoint_path(config.getoption("--checkpoint-path"))
+    file = open_tflite(path)
+    candidates = {}
+    for model in zoo.ZOO:
+        model_config = zoo.model_config(model, user)
+        if model_config is not None:
+            sizes = (model.prefill_seq_len, model.kv_cache_max_len)
+            candidates[model.name] = (Architecture.of_config(model_config), *sizes)
+    return file, match_model(file, candidates)
+
+
+def pytest_report_header(config):
+    lines = []
+    if config.model_builder is not None:
+        lines.append(f"model builder: {config.model_builder.spec}")
+    if config.user_tflite is not None:
+        file, model = config.user_tflite
+        lines.append(f"tflite: {file.path} as {model}'s tflite_flash leg")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def model_builder(pytestconfig):
+    """The ``--model-builder`` (a ``parity.model_builder.ModelBuilder``), or None."""
+    return pytestconfig.model_builder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,24 +115,29 @@ def _offline_hub():
 
 
 @pytest.fixture(scope="session")
-def tflite_store(tmp_path_factory, attention_impl, attention_impl_spec_str):
+def tflite_store(tmp_path_factory, attention_impl, attention_impl_spec_str, model_builder):
     """Converts each (model, variant) at most once per session."""
     from parity.chain import TFLiteStore
 
     cache = os.environ.get(TFLITE_CACHE_ENV)
     directory = Path(cache).expanduser() if cache else tmp_path_factory.mktemp("tflite")
     directory.mkdir(parents=True, exist_ok=True)
-    return TFLiteStore(directory, attention_impl, attention_impl_spec_str)
+    return TFLiteStore(directory, attention_impl, attention_impl_spec_str, model_builder)
 
 
 class ChainStore:
     """Session cache of one ``Chain`` per zoo model."""
 
-    def __init__(self, work_dir: Path, user_checkpoint, attention_impl, tflite_store):
+    def __init__(
+        self, work_dir: Path, user_checkpoint, attention_impl, tflite_store, model_builder=None,
+        user_tflite=None,
+    ):  # fmt: skip
         self.work_dir = work_dir
         self.user_checkpoint = user_checkpoint
         self.attention_impl = attention_impl
         self.tflite_store = tflite_store
+        self.model_builder = model_builder
+        self.user_tflite = user_tflite  # (TFLiteFile, zoo model name) or None
         self._chains = {}
 
     def get(self, model):
@@ -74,24 +149,45 @@ class ChainStore:
             pytest.skip(HOW_TO_ENABLE_USER_CHECKPOINT)
         if model.name not in self._chains:
             prepared = prepare(model, self.work_dir, self.user_checkpoint)
-            self._chains[model.name] = Chain(prepared, self.attention_impl, self.tflite_store)
+            self._chains[model.name] = Chain(
+                prepared,
+                self.attention_impl,
+                self.tflite_store,
+                factories=self._user_legs(model.name),
+                model_builder=self.model_builder,
+            )
         return self._chains[model.name]
+
+    def _user_legs(self, model_name: str) -> dict:
+        """The user's .tflite as the tflite_flash leg of the model it fits."""
+        from parity import legs as L
+
+        if self.user_tflite is None or self.user_tflite[1] != model_name:
+            return {}
+        path = self.user_tflite[0].path
+        return {L.TFLITE_FLASH: lambda: L.TFLiteLeg(path, L.TFLITE_FLASH)}
 
 
 @pytest.fixture(scope="session")
-def chains(pytestconfig, tmp_path_factory, attention_impl, tflite_store):
+def chains(pytestconfig, tmp_path_factory, attention_impl, tflite_store, model_builder):
     """``chains.get(zoo_model)``: the session's chain of that model."""
     from parity.zoo import user_checkpoint_path
 
     user = user_checkpoint_path(pytestconfig.getoption("--checkpoint-path"))
-    return ChainStore(tmp_path_factory.mktemp("zoo"), user, attention_impl, tflite_store)
+    return ChainStore(
+        tmp_path_factory.mktemp("zoo"), user, attention_impl, tflite_store, model_builder,
+        pytestconfig.user_tflite,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
-def judge(attention_impl_spec_str):
-    """The checks' defaults, with a reproduce line that names the kernel under test."""
+def judge(pytestconfig, attention_impl_spec_str):
+    """The checks' defaults, with a reproduce line naming the kernel, builder and file under test."""
     from parity.checks import Judge
 
-    return Judge(
-        reproduce=f"pytest parity -k '{{case_id}}' --attention-impl {attention_impl_spec_str}"
-    )
+    command = f"pytest parity -k '{{case_id}}' --attention-impl {attention_impl_spec_str}"
+    if pytestconfig.model_builder is not None:
+        command += f" --model-builder {pytestconfig.model_builder.spec}"
+    if pytestconfig.user_tflite is not None:
+        command += f" --tflite {pytestconfig.user_tflite[0].path}"
+    return Judge(reproduce=command)

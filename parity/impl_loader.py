@@ -1,8 +1,10 @@
-"""Resolves an ``--attention-impl`` spec (``package.module:function``) to a callable.
+"""Resolves a plug-in spec (``package.module:function``) to a callable.
 
 The property and parity suites run against any function with the contract of
-``edge_flash.flash_attention``; this module turns the user's spec into that
-function or into one clear error.
+``edge_flash.flash_attention`` (``--attention-impl``), and the parity suites and
+``parity.verify`` against any model builder (``--model-builder``,
+``parity.model_builder``); this module turns the user's spec into that function
+or into one clear error.
 """
 
 from __future__ import annotations
@@ -30,30 +32,47 @@ def load_attention_impl(spec: str) -> Callable:
     """Imports ``package.module:function`` and returns the function.
 
     Raises:
-      AttentionImplError: the spec is malformed, the module does not import,
-        the attribute is missing, or it is not callable.
+      AttentionImplError: the spec is malformed, the module does not import
+        (or fails while importing, e.g. a SyntaxError in it), the attribute is
+        missing, or it is not callable.
+    """
+    return load_callable(spec, "--attention-impl", DEFAULT_ATTENTION_IMPL, AttentionImplError)
+
+
+def load_callable(spec: str, option: str, example: str, error_type: type) -> Callable:
+    """Imports ``package.module:function`` named by ``option`` and returns the function.
+
+    Shared by every plug-in option (``--attention-impl``, ``--model-builder``).
+
+    Args:
+      spec: the option's value.
+      option: the option's name, for the messages.
+      example: a valid spec, shown when ``spec`` is malformed.
+      error_type: the ValueError subclass to raise.
+
+    Raises:
+      error_type: as ``load_attention_impl``.
     """
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
-        raise AttentionImplError(
-            f"--attention-impl ({spec!r}) must look like package.module:function,"
-            f" e.g. {DEFAULT_ATTENTION_IMPL}"
-        )
+        raise error_type(f"{option} ({spec!r}) must look like package.module:function, e.g. {example}")
     try:
         target = importlib.import_module(module_name)
     except ImportError as error:
-        raise AttentionImplError(
-            f"--attention-impl ({spec!r}): cannot import module {module_name!r}: {error}"
+        raise error_type(f"{option} ({spec!r}): cannot import module {module_name!r}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - any error while importing the user's module
+        where = f" (line {error.lineno})" if isinstance(error, SyntaxError) else ""
+        raise error_type(
+            f"{option} ({spec!r}): importing {module_name!r} raised"
+            f" {type(error).__name__}{where}: {error}"
         ) from error
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise AttentionImplError(
-                f"--attention-impl ({spec!r}): {module_name!r} has no attribute {attr_path!r}"
-            )
+            raise error_type(f"{option} ({spec!r}): {module_name!r} has no attribute {attr_path!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise AttentionImplError(
-            f"--attention-impl ({spec!r}): {attr_path!r} is a {type(target).__name__}, not callable"
+        raise error_type(
+            f"{option} ({spec!r}): {attr_path!r} is a {type(target).__name__}, not callable"
         )
     return target
 

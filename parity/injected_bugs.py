@@ -14,6 +14,10 @@ instances and litert-torch are untouched, so the diagnosis must name that block:
 - ``mask_for_shorter_cache``: the causal mask is built for a cache 16 slots
   shorter and zero-padded to the real length: the last 16 slots are always visible.
 
+Each model bug also comes as a builder for ``--model-builder``:
+``parity.injected_bugs:build_with_<bug>`` (``BUGGY_BUILDERS``), the plain builder
+with the bug in layer 1.
+
 Kernel-level bug for ``--attention-impl``: ``drifting_flash_attention`` is
 ``edge_flash.flash_attention`` scaled by (1 + 1e-3).
 """
@@ -92,3 +96,34 @@ def inject(model: torch.nn.Module, bug: str, layer: int) -> torch.nn.Module:
     rewrite = MODEL_BUGS[bug]
     blocks[layer].register_forward_pre_hook(lambda module, args: rewrite(model, args))
     return model
+
+
+# ---- model builders with one bug each, for --model-builder ----------------------
+
+# The layer the buggy builders break: not the first, so naming it takes the
+# per-layer search (every zoo model has at least 2 layers).
+BUILDER_BUG_LAYER = 1
+
+
+def _buggy_builder(bug: str) -> Callable:
+    def build(checkpoint_path: str, kv_cache_max_len: int) -> torch.nn.Module:
+        from parity.model_builder import plain_builder
+
+        return inject(plain_builder(checkpoint_path, kv_cache_max_len), bug, BUILDER_BUG_LAYER)
+
+    build.__name__ = f"build_with_{bug}"
+    build.__doc__ = f"``parity.model_builder.plain_builder`` with ``{bug}`` in layer {BUILDER_BUG_LAYER}."
+    return build
+
+
+build_with_kv_write_shift = _buggy_builder("kv_write_shift")
+build_with_decode_rope_shift = _buggy_builder("decode_rope_shift")
+build_with_rope_shift = _buggy_builder("rope_shift")
+build_with_mask_for_shorter_cache = _buggy_builder("mask_for_shorter_cache")
+# One builder per model bug, by bug name (the tests check none is missing).
+BUGGY_BUILDERS = {
+    "kv_write_shift": "parity.injected_bugs:build_with_kv_write_shift",
+    "decode_rope_shift": "parity.injected_bugs:build_with_decode_rope_shift",
+    "rope_shift": "parity.injected_bugs:build_with_rope_shift",
+    "mask_for_shorter_cache": "parity.injected_bugs:build_with_mask_for_shorter_cache",
+}

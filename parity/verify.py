@@ -1,7 +1,8 @@
 """Verifies a re-authored model against Hugging Face and a float64 oracle (seed: verify_flash.py).
 
     python -m parity.verify --checkpoint_path PATH --prompts "What is a turboprop?" \\
-        --max_new_tokens 50 [--use_flash_attention] [--tflite]
+        --max_new_tokens 50 [--use_flash_attention] [--tflite | --tflite_path FILE] \\
+        [--model-builder package.module:function]
 
 Without ``--checkpoint_path`` it verifies the shipped SmolLM2-135M-Instruct.
 The model under test is ``edge_flash.build_model(PATH, use_flash_attention=...)``;
@@ -19,6 +20,12 @@ one PASSED or FAILED line, with the measured difference, for:
   prefill and every decode step within the error model;
 - ``verify TFLite with prompts`` (``--tflite``): the same for the model under
   test converted to TFLite and run in LiteRT, under the same error model;
+  ``--tflite_path FILE`` runs a file the user converted instead (no conversion;
+  ``parity.user_tflite`` checks that it fits the checkpoint);
+- ``--model-builder package.module:function`` (``parity.model_builder``): the
+  model under test is that builder's ``(checkpoint_path, kv_cache_max_len)``
+  model, with ``edge_flash.flash_attention`` routed in by ``use_attention`` under
+  ``--use_flash_attention``; the oracle is still ``edge_flash.build_model``'s;
 - ``verify_reauthored_model``: all of the above.
 
 Exit status: 0 all passed, 1 a check failed, 2 bad arguments or unusable input
@@ -55,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--input_ids", type=int, nargs="+", default=list(DEFAULT_INPUT_IDS))
     parser.add_argument("--use_flash_attention", action="store_true")
     parser.add_argument("--tflite", action="store_true", help="also convert and run in LiteRT")
+    parser.add_argument(
+        "--tflite_path", default=None, help="run this converted .tflite in LiteRT (no conversion)"
+    )
+    parser.add_argument(
+        "--model-builder",
+        "--model_builder",
+        dest="model_builder",
+        default=None,
+        help="package.module:function (checkpoint_path, kv_cache_max_len) -> litert-torch decoder",
+    )
     parser.add_argument("--verbose", action="store_true", help="full diagnosis / traceback")
     return parser
 
@@ -91,6 +108,45 @@ def _prepare(args):
     return zoo.PreparedModel(model, path, tokenizer, ids, zoo.checkpoint_hash(path))
 
 
+def _model_under_test(prepared, args):
+    """A factory of the model under test: the user's builder's, else ``edge_flash.build_model``."""
+    import edge_flash
+    from parity.model_builder import load_model_builder
+
+    length = prepared.zoo.kv_cache_max_len
+    if args.model_builder is None:
+        return lambda: edge_flash.build_model(
+            prepared.checkpoint, use_flash_attention=args.use_flash_attention, mask_cache_size=length
+        )
+    builder = load_model_builder(args.model_builder)
+
+    def model():
+        built = builder.build(prepared.checkpoint, length)
+        if args.use_flash_attention:
+            return edge_flash.use_attention(built, edge_flash.flash_attention)
+        return built
+
+    return model
+
+
+def _user_tflite(prepared, args):
+    """The ``--tflite_path`` file, checked to fit the checkpoint and the prompts."""
+    from edge_flash import model_config_from_hf, read_hf_config
+    from parity.user_tflite import Architecture, TFLiteFileError, open_tflite
+
+    file = open_tflite(args.tflite_path)
+    architecture = Architecture.of_config(model_config_from_hf(read_hf_config(prepared.checkpoint)))
+    longest = max(len(ids) for ids in prepared.prompt_ids.values())
+    kv = longest + args.max_new_tokens - 1
+    problem = file.fit_problem(architecture, longest, kv)
+    if problem:
+        raise TFLiteFileError(
+            f"--tflite_path ({file.path}) does not fit {prepared.checkpoint}: {problem};"
+            f" {file.how_to_convert(longest, kv)}"
+        )
+    return file.path
+
+
 def _chain(prepared, args, work: Path):
     """A chain whose model under test is built exactly as a user builds it."""
     import edge_flash
@@ -98,17 +154,15 @@ def _chain(prepared, args, work: Path):
 
     under_test = L.FLASH if args.use_flash_attention else L.STD
     length = prepared.zoo.kv_cache_max_len
-
-    def model():
-        return edge_flash.build_model(
-            prepared.checkpoint,
-            use_flash_attention=args.use_flash_attention,
-            mask_cache_size=length,
-        )
+    model = _model_under_test(prepared, args)
+    user_file = _user_tflite(prepared, args) if args.tflite_path else None
 
     def tflite_leg():
         from edge_flash.convert import convert_to_tflite
 
+        if user_file is not None:
+            _say(f"running {user_file} in LiteRT (no conversion)")
+            return L.TFLiteLeg(user_file, tflite)
         prefill = prepared.zoo.prefill_seq_len
         _say(f"converting the {under_test} model to TFLite (prefill {prefill}, KV {length})")
         # litert-torch prints its progress to stdout; stdout is for the PASSED/FAILED lines.
@@ -225,13 +279,13 @@ def verify(args) -> bool:
         for prompt in prompts:
             results.append(_verify_prompt(chain, leg, L.HF, judge, prompt.name, prompt.text, args,
                                           token_text))  # fmt: skip
-        if args.tflite:
+        if args.tflite or args.tflite_path:
             for prompt in prompts:
                 results.append(_verify_prompt(chain, tflite, leg, judge, prompt.name, prompt.text,
                                               args, token_text))  # fmt: skip
     kind = "flash" if args.use_flash_attention else "standard"
     detail = f"{sum(results)}/{len(results)} checks passed ({kind} attention"
-    detail += ", with TFLite)" if args.tflite else ")"
+    detail += ", with TFLite)" if args.tflite or args.tflite_path else ")"
     print(f"{'PASSED' if all(results) else 'FAILED'} verify_reauthored_model: {detail}", flush=True)
     return all(results)
 

@@ -181,6 +181,30 @@ class PreparedModel:
         return self.tokenizer.decode(token_ids)
 
 
+def model_config(model: ZooModel, checkpoint: Path | None = None):
+    """The litert-torch ``ModelConfig`` of a zoo entry, without writing or loading weights.
+
+    Returns None for ``user-checkpoint`` without a checkpoint.
+    """
+    from edge_flash import read_hf_config, smollm
+    from edge_flash.hf_config import model_config_from_hf
+    from parity.random_checkpoints import TINYLLAMA_CONFIG
+
+    if model.name == SMOLLM2.name:
+        return smollm.get_model_config_v2()
+    hf = {
+        TINY_RANDOM.name: TINY_CONFIG,
+        TINYLLAMA_SHAPED.name: dict(
+            TINYLLAMA_CONFIG, num_hidden_layers=2, vocab_size=TINYLLAMA_SHAPED_VOCAB
+        ),
+    }.get(model.name)
+    if hf is None:
+        hf = None if checkpoint is None else read_hf_config(checkpoint)
+        if hf is None:
+            return None
+    return model_config_from_hf(hf)
+
+
 def user_checkpoint_path(option_value: str | None) -> Path | None:
     """The user's checkpoint: the option, else ``PARITY_CHECKPOINT_PATH``, else None."""
     value = option_value or os.environ.get(CHECKPOINT_ENV)
