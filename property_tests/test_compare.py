@@ -135,3 +135,15 @@ def test_shapes_must_match():
         ValueError, match=re.escape("actual shape (3, 4) must equal expected shape (4, 3)")
     ):
         assert_close_to_oracle(torch.zeros(3, 4), torch.zeros(4, 3), error_model=FP32)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_allowance_is_8_units_and_the_standard_does_not_widen_it(dtype):
+    """7 u_in x rounding scale passes; 9 u_in fails, even next to a standard 100 u_in off."""
+    model = ERROR_MODELS[dtype]
+    unit = model.unit_roundoff
+    expected = _expected()
+    assert_close_to_oracle(expected + 7 * unit, expected, error_model=model, rounding_scale=1.0)
+    with pytest.raises(AssertionError, match=re.escape(f"error model '{dtype}'")):
+        assert_close_to_oracle(expected + 9 * unit, expected, error_model=model,
+                               rounding_scale=1.0, baseline=expected + 100 * unit)  # fmt: skip
