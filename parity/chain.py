@@ -126,7 +126,8 @@ class Chain:
       factories: leg name -> factory, replacing the default for that leg (the
         harness's own tests inject broken legs this way).
       reuse: another chain of the same prepared model whose finished runs are
-        taken over, except those of the legs in ``factories``.
+        taken over, except those of the legs in ``factories`` and, if its model
+        builder differs, those of the legs the builder makes.
       model_builder: builds the re-authored legs' model (``parity.model_builder``);
         None means the zoo's builder. The oracle always uses the zoo's.
     """
@@ -151,6 +152,8 @@ class Chain:
             if reuse.prepared is not prepared:
                 raise ValueError("reuse must be a chain of the same PreparedModel")
             replaced = set(factories or {})
+            if model_builder is not reuse.model_builder:
+                replaced |= {L.STD, L.FLASH, *L.TFLITE_LEGS}  # the builder's legs
             self._runs = {leg: runs for leg, runs in reuse._runs.items() if leg not in replaced}
             if L.ORACLE not in replaced:
                 self._spreads = reuse._spreads
