@@ -8,8 +8,10 @@ the correct kernel (property_tests/test_gate_has_teeth.py checks that it is).
 
 The bugs cover the classes blockwise kernels really get wrong: online-softmax
 bookkeeping (blocks), NaN from -inf arithmetic, causal positions, GQA heads,
-partial blocks, mask slicing, scale, softcap order, precision, small
-systematic drift, fully masked rows, and overflow.
+partial blocks, mask slicing, scale, softcap order, precision (fp32 and half),
+small systematic drift, drift that appears only on long sequences, fully
+masked rows, and overflow. property_tests/test_gate_has_teeth.py lists, for
+every bug, the properties that must catch it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from typing import Callable, List, Optional
 import torch
 
 from edge_flash.validation import check_attention_inputs, check_block_size
+
+# long_sequence_drift: the project recommends flash for S > 512, so a bug in a
+# path taken only there (a different block schedule, a long-context
+# normalisation) is exactly what a gate drawing S <= 160 never sees. 3e-4
+# relative is 3x the owner's 1e-4 on an output of size 1 and far above fp32
+# rounding (~1e-6 relative at S = 2048), so a gate that draws S > 512 fails it.
+LONG_PATH_MIN_KV = 512
+LONG_PATH_DRIFT = 3e-4
 
 BUGS = {
     "missing_acc_rescale": "acc is not multiplied by exp(m_old - m_new) when the running max grows",
@@ -36,6 +46,11 @@ BUGS = {
     "approximate_reciprocal": "final 1 / l from an approximation biased by +3e-6 (drift < 1e-4)",
     "fully_masked_rows_mean": "masks clamped at finfo.min to dodge NaN: fully masked rows give mean(v)",
     "no_max_subtraction": "exp(scores) without subtracting the running max: overflows at large logits",
+    "long_sequence_drift": (
+        f"a long-sequence path (S > {LONG_PATH_MIN_KV}) whose output is biased by"
+        f" 1 + {LONG_PATH_DRIFT:g}"
+    ),
+    "fp16_computed_in_bf16": "fp16 inputs are computed in bf16 (8 significand bits, not fp32's 24)",
 }
 
 
@@ -74,6 +89,8 @@ def _blockwise(q, k, v, head_size, mask, scale, softcap, alibi_bias, q_block, kv
         if bug == "truncated_scale_constant":
             scale = float(f"{scale:.5g}")
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    if bug == "fp16_computed_in_bf16" and q.dtype == torch.float16:
+        dtype = torch.bfloat16  # a "half is half" shortcut: 8 significand bits everywhere
     batch, seq_q, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[2]
     if bug == "gqa_head_modulo":
@@ -93,6 +110,8 @@ def _blockwise(q, k, v, head_size, mask, scale, softcap, alibi_bias, q_block, kv
             _query_block(q_part, k_t, v_g, biases, causal, t0, seq_q, kv_block, softcap, bug)
         )
     out = torch.cat(blocks, dim=3).reshape(batch, num_heads, seq_q, head_dim)  # (B, N, T, H)
+    if bug == "long_sequence_drift" and k.shape[1] > LONG_PATH_MIN_KV:
+        out = out * (1 + LONG_PATH_DRIFT)
     return out.transpose(1, 2).to(q.dtype)  # (B, T, N, H)
 
 
@@ -192,5 +211,7 @@ half_precision_probs = _broken("half_precision_probs")
 approximate_reciprocal = _broken("approximate_reciprocal")
 fully_masked_rows_mean = _broken("fully_masked_rows_mean")
 no_max_subtraction = _broken("no_max_subtraction")
+long_sequence_drift = _broken("long_sequence_drift")
+fp16_computed_in_bf16 = _broken("fp16_computed_in_bf16")
 
 __all__ = ["BUGS", "correct_copy", *BUGS]

@@ -9,8 +9,11 @@ by ``parity.exact_random`` (integer arithmetic only), so a case names the same
 bytes on every CPU and a derandomized run tests the same inputs everywhere;
 ``torch.randn`` differs in the last bits between CPU vector widths.
 
-Long sequences are expensive; the longest ones (2048+) are drawn only under the
-``thorough`` profile (``max_seq_len`` reads the current profile at draw time).
+About one case in eight is long: S past 512 (where the project recommends
+flash, so where it must be right), up to 2048 in every profile, and under
+``thorough`` also 2051 and 2304, past the longest default cache. Long cases
+get their own work limit, smaller outside ``thorough`` (``long_work_limit``);
+``long_lengths`` reads the current profile at draw time.
 """
 
 from __future__ import annotations
@@ -53,17 +56,30 @@ VALUE_SCALES = (1.0, 0.01, 2.0)
 SOFTCAPS = (None, 30.0, 5.0, 50.0)
 SCALES = (None, 0.05, 0.3, 1.0)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Sequence lengths: up to SHORT_LEN in dev / ci; the thorough profile adds
-# LONG_LENGTHS (2048 and past it, dividing the default blocks or not).
+# Sequence lengths. Short cases: T and S up to SHORT_LEN. Long cases (one in
+# LONG_CASE_ODDS): S in (LONG_MIN_LEN - 1, 2048], drawn at the edges in
+# LONG_EDGES or anywhere between; thorough adds THOROUGH_LENGTHS.
 SHORT_LEN = 160
-LONG_LENGTHS = (2048, 2051, 2304)
+LONG_CASE_ODDS = 8
+# 512 is where the project recommends flash; a path taken only past it must be
+# tested past it, and 513 is the first length that takes it.
+LONG_MIN_LEN = 513
+LONG_MAX_LEN = 2048
+# Edges of the default blocks (q 256, kv 128) and of powers of two: one past
+# 512, a whole number of kv blocks and one key past it, one short of 2048.
+LONG_EDGES = (513, 640, 641, 1024, 1025, 1537, 2047, 2048)
+# thorough only: 2048 and past it, dividing the default blocks or not.
+THOROUGH_LENGTHS = (2048, 2051, 2304)
 # Largest B * N * T * S * H per case: the float64 oracle holds several
-# (B, N, T, S) tensors and does B * N * T * S * H multiply-adds twice. 2**24
-# (e.g. B1 N8 T128 S128 H128) keeps one example near 0.2 s on one core. Long
-# (thorough) cases get 2**29, e.g. B1 N4 G2 T=S=2048 H32: 134 MB per score tensor,
-# ~2-4 s per example on one core.
+# (B, N, T, S) tensors, does B * N * T * S * H multiply-adds a few times and the
+# hull test builds (B, N, T, S, H) temporaries. 2**24 (e.g. B1 N8 T128 S128
+# H128) keeps one short example near 0.2 s on one core.
 WORK_LIMIT = 2**24
-LONG_WORK_LIMIT = 2**29
+# Long cases, by profile. thorough: 2**29, e.g. B1 N4 G2 T=S=2048 H32, 134 MB
+# per score tensor, ~2-4 s per example on one core. Every other profile (ci
+# runs every property on each commit): see CI_LONG_WORK_LIMIT.
+THOROUGH_LONG_WORK_LIMIT = 2**29
+CI_LONG_WORK_LIMIT = 2**26
 # No more than this many query blocks and KV blocks each: block loops run in
 # Python, and 16 x 16 keeps one call well under a second at ci sizes.
 MAX_BLOCKS_PER_AXIS = 16
@@ -210,9 +226,24 @@ def query_positions(case: AttentionCase) -> list:
     return [start + i for i in range(case.seq_q)]
 
 
+def _thorough() -> bool:
+    return settings.get_current_profile_name() == "thorough"
+
+
 def max_seq_len() -> int:
-    """Longest query / KV length to draw: 2304 under ``thorough``, else 160."""
-    return LONG_LENGTHS[-1] if settings.get_current_profile_name() == "thorough" else SHORT_LEN
+    """Longest KV length a case may have: 2304 under ``thorough``, else 2048."""
+    return THOROUGH_LENGTHS[-1] if _thorough() else LONG_MAX_LEN
+
+
+def long_work_limit() -> int:
+    """Largest B * N * T * S * H of a long case under the current profile."""
+    return THOROUGH_LONG_WORK_LIMIT if _thorough() else CI_LONG_WORK_LIMIT
+
+
+def long_lengths() -> st.SearchStrategy:
+    """KV lengths of long cases: past 512, at block edges or anywhere up to ``max_seq_len()``."""
+    edges = LONG_EDGES + (THOROUGH_LENGTHS if _thorough() else ())
+    return st.one_of(st.sampled_from(edges), st.integers(LONG_MIN_LEN, max_seq_len()))
 
 
 def block_sizes(length: int) -> st.SearchStrategy:
@@ -226,19 +257,22 @@ def block_sizes(length: int) -> st.SearchStrategy:
     ).map(lambda size: max(size, least))
 
 
-def _lengths(draw, max_len: int, min_extra_kv: int) -> tuple:
+def _lengths(draw, max_len: int, min_extra_kv: int, long_max_seq_q: Optional[int]) -> tuple:
     """(seq_q, offset, seq_kv) with seq_kv >= offset + seq_q + min_extra_kv.
 
-    When ``max_len`` allows, about one case in eight is long: S from
-    LONG_LENGTHS with a single decode row, a short prefill or a full-length
-    prefill (long cases take seconds each; thorough draws 500 per test).
+    One case in LONG_CASE_ODDS is long: S from ``long_lengths()`` with a
+    single decode row, a short prefill or the longest prefill that fits
+    (capped at ``long_max_seq_q`` when given), at any cache offset. Otherwise
+    T and S stay within ``max_len`` (at most SHORT_LEN).
     """
-    long = [n for n in LONG_LENGTHS if n <= max_len]
-    if long and draw(st.sampled_from((True,) + (False,) * 7)):
-        seq_kv = draw(st.sampled_from(long))
+    if draw(st.sampled_from((True,) + (False,) * (LONG_CASE_ODDS - 1))):
+        seq_kv = draw(long_lengths())
         longest_q = seq_kv - min_extra_kv
-        seq_q = draw(st.one_of(st.just(1), st.integers(1, SHORT_LEN), st.just(longest_q)))
-        offset = draw(st.integers(0, longest_q - seq_q))
+        if long_max_seq_q is not None:
+            longest_q = min(longest_q, long_max_seq_q)
+        short_q = st.integers(1, min(SHORT_LEN, longest_q))
+        seq_q = draw(st.one_of(st.just(1), short_q, st.just(longest_q)))
+        offset = draw(st.integers(0, seq_kv - min_extra_kv - seq_q))
         return seq_q, offset, seq_kv
     max_len = min(max_len, SHORT_LEN)
     seq_q = draw(st.one_of(st.just(1), st.integers(1, max_len)))
@@ -247,15 +281,24 @@ def _lengths(draw, max_len: int, min_extra_kv: int) -> tuple:
     return seq_q, offset, offset + seq_q + extra
 
 
-def _fit_work(dims: dict, area: int, min_ratio: int, min_batch: int) -> dict:
-    """Shrinks G, then batch, then R, then head_dim until B * N * T * S * H fits the limit."""
-    limit = LONG_WORK_LIMIT if area > SHORT_LEN * SHORT_LEN else WORK_LIMIT
+def _fit_work(dims: dict, seq_q: int, seq_kv: int, min_ratio: int, min_batch: int) -> tuple:
+    """(dims, seq_q) with B * N * T * S * H within the limit of the case's size.
+
+    Shrinks G, then batch, then R, then head_dim, each to its floor, then T:
+    at S = 2048 a full-length prefill does not fit CI_LONG_WORK_LIMIT at the
+    floors when batch or R must be 2 (B2 N2 H16: 2**27), and a shorter prefill
+    over the same long cache still tests the long path. Short cases fit at
+    the floors (3 * 2 * 16 * 160 * 160 < WORK_LIMIT), so their T never shrinks.
+    """
+    limit = long_work_limit() if seq_q * seq_kv > SHORT_LEN * SHORT_LEN else WORK_LIMIT
     dims = dict(dims)
     floors = dict(num_kv_heads=1, batch=min_batch, ratio=min_ratio, head_dim=16)
     for name in ("num_kv_heads", "batch", "ratio", "head_dim"):
-        while math.prod(dims.values()) * area > limit and dims[name] // 2 >= floors[name]:
+        while math.prod(dims.values()) * seq_q * seq_kv > limit and dims[name] // 2 >= floors[name]:
             dims[name] //= 2
-    return dims
+    while math.prod(dims.values()) * seq_q * seq_kv > limit and seq_q > 1:
+        seq_q //= 2
+    return dims, seq_q
 
 
 @st.composite
@@ -266,7 +309,8 @@ def attention_cases(
     logits: Sequence[str] = tuple(LOGIT_SCALES),
     masks: Sequence[str] = MASK_KINDS,
     min_extra_kv: int = 0,
-    max_len: Optional[int] = None,
+    max_len: int = SHORT_LEN,
+    long_max_seq_q: Optional[int] = None,
     ratios: Sequence[int] = (1, 2, 4, 8, 3, 5, 6, 7),
     min_batch: int = 1,
 ) -> AttentionCase:
@@ -276,19 +320,20 @@ def attention_cases(
       dtypes, logits, masks: the choices to draw from (keys of DTYPES,
         LOGIT_SCALES / HUGE_LOGIT_SCALES, MASK_KINDS).
       min_extra_kv: at least this many cache slots after the last query position.
-      max_len: longest sequence; default ``max_seq_len()`` (profile dependent).
+      max_len: longest T and S of the short cases (at most SHORT_LEN).
+      long_max_seq_q: longest T of the long cases (default: as long as S
+        allows); their S always comes from ``long_lengths()``.
       ratios: query heads per KV head to draw from (1 = MHA; with G = 1, MQA).
       min_batch: smallest batch.
     """
-    max_len = max_len or max_seq_len()
-    seq_q, offset, seq_kv = _lengths(draw, max_len, min_extra_kv)
+    seq_q, offset, seq_kv = _lengths(draw, max_len, min_extra_kv, long_max_seq_q)
     dims = dict(
         num_kv_heads=draw(st.sampled_from((1, 2, 4, 3, 8))),
         ratio=draw(st.sampled_from(tuple(ratios))),
         head_dim=draw(st.sampled_from(HEAD_DIMS)),
         batch=draw(st.integers(min_batch, max(min_batch, 3))),
     )
-    dims = _fit_work(dims, seq_q * seq_kv, min(ratios), min_batch)
+    dims, seq_q = _fit_work(dims, seq_q, seq_kv, min(ratios), min_batch)
     batch, num_kv_heads, ratio, head_dim = (
         dims["batch"],
         dims["num_kv_heads"],

@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import HealthCheck, find, settings
+from hypothesis.errors import NoSuchExample
 
 from parity.cpu_capabilities import cpu_capabilities, run_under_capability
 from property_tests.strategies import (
-    LONG_LENGTHS,
-    SHORT_LEN,
+    CI_LONG_WORK_LIMIT,
+    LONG_MAX_LEN,
+    LONG_MIN_LEN,
+    THOROUGH_LENGTHS,
     AttentionCase,
     attention_cases,
+    long_work_limit,
     make_inputs,
     max_seq_len,
 )
@@ -54,19 +58,45 @@ def thorough_profile():
     settings.load_profile(previous)
 
 
-def test_thorough_profile_reaches_long_sequences(thorough_profile):
-    """Under ``thorough`` a case with S >= 2048 (and one with T >= 2048) is drawn."""
-    assert max_seq_len() == LONG_LENGTHS[-1]
-    long_kv = find(attention_cases(), lambda case: case.seq_kv >= 2048, settings=_FIND)
+def test_thorough_profile_reaches_past_the_ci_lengths(thorough_profile):
+    """Under ``thorough`` a case with S past 2048 (and one with T >= 2048) is drawn."""
+    assert max_seq_len() == THOROUGH_LENGTHS[-1]
+    past_ci = find(attention_cases(), lambda case: case.seq_kv > LONG_MAX_LEN, settings=_FIND)
     long_q = find(attention_cases(), lambda case: case.seq_q >= 2048, settings=_FIND)
-    assert long_kv.seq_kv in LONG_LENGTHS and long_q.seq_q >= 2048
+    assert LONG_MAX_LEN < past_ci.seq_kv <= THOROUGH_LENGTHS[-1] and long_q.seq_q >= 2048
 
 
-def test_other_profiles_stay_short():
-    """Outside ``thorough``, T and S stay within SHORT_LEN (the ci budget)."""
+def _work(case: AttentionCase) -> int:
+    return case.batch * case.num_heads * case.seq_q * case.seq_kv * case.head_dim
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        lambda c: c.seq_kv == LONG_MIN_LEN,  # the first length past 512
+        lambda c: c.seq_kv > 1100 and c.seq_kv % 128 != 0,  # long, a partial default kv block
+        lambda c: c.seq_q > 512 and c.q_block_size < c.seq_q,  # long prefill over query blocks
+        lambda c: c.seq_kv > 1024 and c.seq_q == 1 and 0 < c.offset < 512,  # decode in a long cache
+        lambda c: c.seq_kv > 512 and c.seq_q > 1 and c.mask == "pad-right",  # padded long prefill
+    ],
+    ids=["s513", "partial-kv-block-past-1100", "prefill-past-512", "decode-before-512-in-long-cache",
+         "padded-long-prefill"],
+)  # fmt: skip
+def test_strategy_reaches_long_sequences_in_every_profile(condition):
+    """ci, dev and thorough all draw S past 512, at block edges and between them."""
+    assert condition(find(attention_cases(), condition, settings=_FIND))
+
+
+def test_long_cases_stay_within_the_ci_length_and_work_limit():
+    """Outside ``thorough`` no case has S past 2048 or work past CI_LONG_WORK_LIMIT (the budget)."""
     if settings.get_current_profile_name() == "thorough":
-        pytest.skip("run without --hypothesis-profile=thorough to check the short bound")
-    assert max_seq_len() == SHORT_LEN
+        pytest.skip("run without --hypothesis-profile=thorough to check the ci bounds")
+    assert long_work_limit() == CI_LONG_WORK_LIMIT
+    # The strictest strategies for the work limit: batch >= 2 and R >= 2 at their floors.
+    for strategy in (attention_cases(), attention_cases(min_batch=2, ratios=(2, 3))):
+        too_big = lambda c: c.seq_kv > LONG_MAX_LEN or _work(c) > CI_LONG_WORK_LIMIT  # noqa: E731
+        with pytest.raises(NoSuchExample):
+            find(strategy, too_big, settings=_FIND)
 
 
 @pytest.mark.parametrize(
