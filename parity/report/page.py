@@ -14,7 +14,7 @@ import pandas as pd
 
 from parity.bench.method import METHOD
 from parity.bench.table import bench_frame
-from parity.report import study, analysis, claims, plots
+from parity.report import study, analysis, claims, mutation, plots
 from parity.results import ResultsFile
 
 _STYLE = """
@@ -193,6 +193,8 @@ def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_
          _study_html(study.false_alarm_table(results.rows), _FALSE_ALARM_NOTE)),
         ("Detection limits: the smallest attention error each leg's checks catch",
          _study_html(study.detection_table(results.rows), _DETECTION_NOTE)),
+        ("Mutation testing: does the property gate kill small bugs in kernel.py?",
+         mutation.section_html(mutation.load_summary())),
         (
             "Comparisons per suite (error, tolerance, margin = tolerance - error)",
             _suites_html(frame),

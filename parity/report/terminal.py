@@ -5,7 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from parity.bench.table import summary_table
-from parity.report import analysis, claims
+from parity.report import analysis, claims, mutation
 from parity.results import ResultsFile
 
 
@@ -30,6 +30,7 @@ def summary_text(results: ResultsFile, page_path: str | None = None) -> str:
     lines.append(tabulate(target_rows, headers=["target (LiteRT attention)", "measured", "status"]))
     lines.append("")
     lines.append(summary_table(results.rows))
+    lines += mutation.summary_lines(mutation.load_summary())
     lines += [f"note: {note}" for note in verdict.notes]
     if page_path:
         lines.append(f"report written to {page_path}")
