@@ -267,3 +267,24 @@ def test_false_alarm_and_detection_tables_read_their_rows():
     detection = study.detection_table(dicts).iloc[0]
     assert detection["perturbation of the attention output"] == "relative in every layer"
     assert (detection["passes at"], detection["fails at"]) == (2.7e-6, 2.8e-6)
+
+
+def test_from_a_file_that_is_not_results_exits_2_and_leaves_the_page_alone(tmp_path, capsys):
+    """--from garbage: one line naming the file, exit 2, the existing page unchanged."""
+    garbage, page = tmp_path / "notes.txt", tmp_path / "index.html"
+    garbage.write_text("these are my notes\nnot json at all\n")
+    page.write_text("<html>earlier page</html>")
+    assert report_main(["--from", str(garbage), "--out", str(page)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "not a results file" in error[0] and str(garbage) in error[0]
+    assert page.read_text() == "<html>earlier page</html>"
+
+
+def test_out_equal_to_from_exits_2_and_keeps_the_results_file(tmp_path, capsys):
+    """--from F --out F: refused with one line, exit 2, F byte for byte as it was."""
+    results = _write(tmp_path / "r.jsonl", _standard_rows())
+    before = results.read_bytes()
+    assert report_main(["--from", str(results), "--out", str(results)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--out" in error[0] and "same file" in error[0]
+    assert results.read_bytes() == before

@@ -63,20 +63,43 @@ def _run(args) -> tuple[Path, float]:
 def write_report(source: Path, out: Path, duration_s: float | None = None) -> bool:
     """Renders ``source`` to ``out`` and prints the summary; returns whether the gate passed.
 
+    The page is written to a temporary file beside ``out`` and renamed over it, so
+    a failure leaves an earlier page whole.
+
     Raises:
       FileNotFoundError: ``source`` does not exist.
+      ValueError: ``source`` holds no session header, row or footer (not a results file).
     """
     results = load_results(source)
+    if not (results.headers or results.rows or results.footers):
+        raise ValueError(
+            f"--from {source} is not a results file (no header, row or footer in"
+            f" {results.unreadable_lines} unreadable lines); {out} was left as it was"
+        )
     page = render_page(results, str(source), REPRODUCE_ALL, duration_s)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(out)
     print(summary_text(results, str(out)), flush=True)
     return verdict(results).passed
+
+
+def _check_out_is_not_an_input(args) -> None:
+    """Raises ValueError when ``--out`` would write over the results it reads."""
+    source = args.source if args.source is not None else args.results
+    if args.out.resolve() == source.resolve():
+        flag = "--from" if args.source is not None else "--results"
+        raise ValueError(
+            f"--out ({args.out}) is the same file as {flag} ({source}); give the page"
+            " another name, e.g. --out reports/index.html"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_out_is_not_an_input(args)
         if args.source is not None:
             return 0 if write_report(args.source, args.out) else 1
         results_path, duration_s = _run(args)
