@@ -99,10 +99,10 @@ _FAILURE_MESSAGE_CHARS = 4000
 
 
 def pytest_sessionstart(session):
-    from parity.results import DEFAULT_RESULTS_PATH, RESULTS_ENV, ResultsWriter
+    from parity.results import ResultsWriter, session_results_path
 
-    path = os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_PATH
-    session.config.results_writer = ResultsWriter(path)
+    # $PARITY_RESULTS, else a fresh file of this session's own (parity/results.py).
+    session.config.results_writer = ResultsWriter(session_results_path())
     session.config.results_writer.write_header(
         attention_impl=session.config.attention_impl_spec,
         settings=session.config.run_settings,
@@ -157,9 +157,9 @@ def _junit_suite_properties(record_testsuite_property, pytestconfig):
 def record_result(request):
     """Records one comparison row: ``record_result(suite=..., case_id=..., ...)``.
 
-    The row is streamed to the results file (``PARITY_RESULTS``, default
-    reports/results.jsonl) and its key numbers become JUnit properties of the
-    test, named ``<case_id>:<legs>.<metric>`` (value, ``.tolerance``, ``.passed``).
+    The row is streamed to the results file (``PARITY_RESULTS``, default a fresh
+    reports/sessions/pytest-<time>-<pid>.jsonl per session) and its key numbers
+    become JUnit properties of the test, named ``<case_id>:<legs>.<metric>`` (value, ``.tolerance``, ``.passed``).
     """
     from parity.results import ResultRow
 

@@ -10,6 +10,13 @@ A results file holds, in order of writing, JSON objects of four kinds:
   report can say what failed even when no row did;
 - a footer per session (``"footer": true``): exit status, counts, duration.
 A session with a header and no footer was interrupted or crashed.
+
+Where a pytest session writes (``session_results_path``): to ``$PARITY_RESULTS``
+when it is set (``python -m parity.report`` sets it to ``reports/results.jsonl``
+for its own runs, the gate runner to its own files), else to a fresh file of its
+own, ``reports/sessions/pytest-<UTC time>-<pid>.jsonl``. A plain ``pytest`` run so
+never appends to, or mixes with, a file the report or another run wrote; delete
+old session files by hand when they are no longer wanted.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_ENV = "PARITY_RESULTS"
-DEFAULT_RESULTS_PATH = Path("reports") / "results.jsonl"
+SESSIONS_DIR = Path("reports") / "sessions"
 _VERSIONED_PACKAGES = (
     "torch",
     "litert-torch",
@@ -64,6 +71,21 @@ class ResultRow:
             if isinstance(row[key], float) and not math.isfinite(row[key]):
                 row[key] = repr(row[key])  # JSON has no NaN/inf; keep them readable.
         return json.dumps(row, sort_keys=True)
+
+
+def session_results_path(environ: dict | None = None) -> Path:
+    """The results file of a pytest session: ``$PARITY_RESULTS``, else a fresh session file.
+
+    The fresh file is ``reports/sessions/pytest-<UTC time, microseconds>-<pid>.jsonl``
+    (relative to the working directory), so two runs never share one.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(RESULTS_ENV):
+        return Path(environ[RESULTS_ENV])
+    stamp = (
+        time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() // 1000 % 10**6:06d}Z"
+    )
+    return SESSIONS_DIR / f"pytest-{stamp}-{os.getpid()}.jsonl"
 
 
 def package_versions() -> dict:

@@ -9,7 +9,14 @@ import sys
 from xml.etree import ElementTree
 from pathlib import Path
 
-from parity.results import RESULTS_ENV, ResultRow, ResultsWriter, load_results, read_results
+from parity.results import (
+    RESULTS_ENV,
+    ResultRow,
+    ResultsWriter,
+    load_results,
+    read_results,
+    session_results_path,
+)
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +108,38 @@ def test_fixture_streams_rows_failures_footer_and_junit_properties(tmp_path):
     assert suite_props["c2:flash-vs-oracle.max_abs_err"] == "0.001"
     assert suite_props["c2:flash-vs-oracle.max_abs_err.tolerance"] == "1e-06"
     assert suite_props["c2:flash-vs-oracle.max_abs_err.passed"] == "False"
+
+
+def test_a_plain_pytest_session_writes_a_fresh_file_of_its_own(tmp_path):
+    """Without PARITY_RESULTS, two sessions write two files under reports/sessions/, no shared one."""
+    (tmp_path / "test_demo.py").write_text(_DEMO_TESTS)
+    command = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
+               "-c", str(_ROOT / "tox.ini"), "--rootdir", str(tmp_path),
+               "--attention-impl=math:fsum", str(tmp_path / "test_demo.py")]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != RESULTS_ENV}
+    env["PYTHONPATH"] = str(_ROOT)
+    for _ in range(2):
+        subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, timeout=120, check=False
+        )
+    sessions = sorted((tmp_path / "reports" / "sessions").glob("pytest-*.jsonl"))
+    assert len(sessions) == 2 and not (tmp_path / "reports" / "results.jsonl").exists()
+    for session in sessions:
+        loaded = load_results(session)
+        assert (len(loaded.headers), len(loaded.rows), len(loaded.footers)) == (1, 2, 1)
+
+
+def test_session_results_path_is_the_environment_variable_when_set(tmp_path):
+    """PARITY_RESULTS wins: parity.report and the gate runner choose their files with it."""
+    assert session_results_path({RESULTS_ENV: str(tmp_path / "r.jsonl")}) == tmp_path / "r.jsonl"
+    assert session_results_path({}).parent == Path("reports") / "sessions"
+
+
+def test_a_new_report_run_keeps_the_previous_results_beside_it(tmp_path):
+    """fresh_results_file moves an earlier reports/results.jsonl aside, it does not delete it."""
+    from parity.report.runs import fresh_results_file
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"header": true}\n')
+    assert fresh_results_file(path) == path and not path.exists()
+    assert (tmp_path / "results.previous.jsonl").read_text() == '{"header": true}\n'

@@ -40,9 +40,14 @@ def detection_command(results_path: Path) -> list[str]:
 
 
 def fresh_results_file(path: Path) -> Path:
-    """Removes an earlier results file at ``path`` (and its parents exist); returns ``path``."""
+    """Makes ``path`` free for a new run; returns it.
+
+    An earlier file there is kept as ``<stem>.previous<suffix>`` beside it (replacing
+    the one kept before), so a new report never deletes the last run's results.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
+    if path.exists():
+        path.replace(path.with_name(f"{path.stem}.previous{path.suffix}"))
     return path
 
 
