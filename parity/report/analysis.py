@@ -91,6 +91,9 @@ def _reproduce_command(test: str, header: dict) -> str:
     impl = header.get("attention_impl")
     if impl and impl != DEFAULT_ATTENTION_IMPL:
         command.append(f"--attention-impl={impl}")
+    for key, option in (("model_builder", "--model-builder"), ("tflite", "--tflite")):
+        if header.get(key):
+            command.append(f"{option}={header[key]}")
     return shlex.join(command)
 
 

@@ -128,7 +128,7 @@ def _suites_html(frame: pd.DataFrame) -> str:
 def _environment_html(results: ResultsFile, duration_s: float | None) -> str:
     header = results.headers[0] if results.headers else {}
     facts = {**header.get("versions", {}), **header.get("machine", {})}
-    for key in ("attention_impl", "hypothesis_profile"):
+    for key in ("attention_impl", "model_builder", "tflite", "hypothesis_profile"):
         if key in header:
             facts[key] = header[key]
     if header.get("started"):
