@@ -50,6 +50,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 def pytest_addoption(parser):
     parser.addoption(
         "--attention-impl",
+        "--attention_impl",  # both spellings, as in every CLI (edge_flash.cli)
         default=None,
         help=(
             "attention function under test, as package.module:function with the contract of"
@@ -107,10 +108,21 @@ def pytest_sessionstart(session):
         attention_impl=session.config.attention_impl_spec,
         settings=session.config.run_settings,
         hypothesis_profile=settings.get_current_profile_name(),
+        **_plugins_under_test(session.config),
     )
     session.config.results_outcomes = {"passed": 0, "failed": 0, "skipped": 0}
     session.config.results_started = time.perf_counter()
     _SESSION["config"] = session.config
+
+
+def _plugins_under_test(config) -> dict:
+    """--model-builder and --tflite (parity/conftest.py), when given, for the session header."""
+    plugins = {}
+    if getattr(config, "model_builder", None) is not None:
+        plugins["model_builder"] = config.model_builder.spec
+    if getattr(config, "user_tflite", None) is not None:
+        plugins["tflite"] = str(config.user_tflite[0].path)
+    return plugins
 
 
 def pytest_runtest_logreport(report):
