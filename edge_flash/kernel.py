@@ -77,9 +77,10 @@ def flash_attention(
 
     Raises:
       ValueError: on rank, shape, dtype, head-count, mask-shape or block-size
-        errors, naming the argument and its value.
+        errors, an empty T, S or H, or a scale or softcap that is not a finite
+        number > 0, naming the argument and its value.
     """
-    check_attention_inputs(q, k, v, head_size, mask, alibi_bias)
+    check_attention_inputs(q, k, v, head_size, mask, alibi_bias, scale, softcap)
     check_block_size("q_block_size", q_block_size)
     check_block_size("kv_block_size", kv_block_size)
     if scale is None:
@@ -151,11 +152,15 @@ def _slice_bias(bias: torch.Tensor, t0: int, t1: int, s0: int, s1: int) -> torch
     return bias
 
 
-def _causal_block(t0: int, t1: int, s0: int, s1: int, dtype: torch.dtype) -> torch.Tensor:
+def _causal_block(
+    t0: int, t1: int, s0: int, s1: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """Top-left causal additive mask for rows [t0, t1) and columns [s0, s1): (T', S')."""
     # Global row t0 + r may see column s0 + c iff s0 + c <= t0 + r, so -inf is
     # kept where c - r >= t0 - s0 + 1 (triu's diagonal). A constant under export.
-    return torch.full((t1 - t0, s1 - s0), float("-inf"), dtype=dtype).triu(t0 - s0 + 1)
+    # Built on the scores' device: a CPU block cannot be added to CUDA or meta scores.
+    block = torch.full((t1 - t0, s1 - s0), float("-inf"), dtype=dtype, device=device)
+    return block.triu(t0 - s0 + 1)
 
 
 def _attend_query_block(
@@ -228,5 +233,5 @@ def _block_scores(
     for bias in biases:
         scores = scores + _slice_bias(bias, t0, t0 + rows, s0, s1)
     if causal and s1 - 1 > t0:
-        scores = scores + _causal_block(t0, t0 + rows, s0, s1, scores.dtype)
+        scores = scores + _causal_block(t0, t0 + rows, s0, s1, scores.dtype, scores.device)
     return scores

@@ -6,6 +6,8 @@ expected, so a user who wires the kernel in wrongly learns what to fix.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -18,11 +20,20 @@ def check_attention_inputs(
     head_size: int,
     mask: Optional[torch.Tensor],
     alibi_bias: Optional[torch.Tensor],
+    scale: Optional[float] = None,
+    softcap: Optional[float] = None,
 ) -> None:
-    """Checks q [B, T, N, H], k and v [B, S, G, H], and the optional biases.
+    """Checks q [B, T, N, H], k and v [B, S, G, H], the optional biases, scale and softcap.
+
+    T, S and H must be at least 1 (an empty query, key set or head has no
+    attention to compute). ``scale`` and ``softcap`` must each be None or a
+    finite number > 0: litert-torch states no range for either, but a zero or
+    non-finite value gives NaN, and a negative softcap only hides a sign error
+    (``c * tanh(x / c)`` is even in ``c``).
 
     Raises:
-        ValueError: on any rank, shape, dtype or head-count mismatch.
+        ValueError: on any rank, shape, size, dtype or head-count mismatch, or a
+          bad scale or softcap, naming the argument and its value.
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         if not isinstance(tensor, torch.Tensor):
@@ -58,6 +69,17 @@ def check_attention_inputs(
             f"head_size ({head_size!r}) must equal the last dimension of q ({head_dim})"
         )
     seq_q, seq_kv = q.shape[1], k.shape[1]
+    for name, size, tensor in (
+        ("seq_q", seq_q, "q"),
+        ("seq_kv", seq_kv, "k"),
+        ("head_dim", head_dim, "q"),
+    ):
+        if size < 1:
+            shape = tuple((q if tensor == "q" else k).shape)
+            raise ValueError(f"{name} ({size}) must be at least 1, got {tensor} of shape {shape}")
+    for name, value in (("scale", scale), ("softcap", softcap)):
+        if value is not None:
+            check_positive_finite(name, value)
     for name, bias in (("mask", mask), ("alibi_bias", alibi_bias)):
         if bias is not None:
             check_bias(name, bias, batch, num_heads, seq_q, seq_kv)
@@ -83,6 +105,13 @@ def check_bias(
                 f"{name} of shape {tuple(bias.shape)} is not broadcastable to"
                 f" [B, N, T, S] = {list(target)}"
             )
+
+
+def check_positive_finite(name: str, value: float) -> None:
+    """Checks an optional float argument (scale, softcap) is a finite number > 0."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} ({value!r}) must be a finite number > 0, or None")
 
 
 def check_block_size(name: str, value: int) -> None:

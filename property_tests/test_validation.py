@@ -51,6 +51,17 @@ BAD_INPUTS = [
     ("mask-rank-5", _with(mask=torch.zeros(1, 1, 1, 3, 5)), "mask must have rank <= 4, got shape (1, 1, 1, 3, 5)"),
     ("mask-bool", _with(mask=torch.ones(3, 5, dtype=torch.bool)), "mask must be an additive floating tensor (0 to keep, -inf or a large negative to mask), got torch.bool"),
     ("alibi-not-broadcastable", _with(alibi_bias=torch.zeros(1, 3, 1, 5)), "alibi_bias of shape (1, 3, 1, 5) is not broadcastable to [B, N, T, S] = [1, 4, 3, 5]"),
+    ("seq-q-0", _inputs(seq_q=0), "seq_q (0) must be at least 1, got q of shape (1, 0, 4, 8)"),
+    ("seq-kv-0", _inputs(seq_kv=0), "seq_kv (0) must be at least 1, got k of shape (1, 0, 2, 8)"),
+    ("head-dim-0", _inputs(head_dim=0), "head_dim (0) must be at least 1, got q of shape (1, 3, 4, 0)"),
+    ("scale-nan", _with(scale=float("nan")), "scale (nan) must be a finite number > 0, or None"),
+    ("scale-inf", _with(scale=float("inf")), "scale (inf) must be a finite number > 0, or None"),
+    ("scale-0", _with(scale=0.0), "scale (0.0) must be a finite number > 0, or None"),
+    ("scale-negative", _with(scale=-0.5), "scale (-0.5) must be a finite number > 0, or None"),
+    ("scale-string", _with(scale="0.5"), "scale ('0.5') must be a finite number > 0, or None"),
+    ("softcap-negative", _with(softcap=-30.0), "softcap (-30.0) must be a finite number > 0, or None"),
+    ("softcap-0", _with(softcap=0.0), "softcap (0.0) must be a finite number > 0, or None"),
+    ("softcap-nan", _with(softcap=float("nan")), "softcap (nan) must be a finite number > 0, or None"),
 ]  # fmt: skip
 
 BAD_BLOCKS = [
@@ -82,6 +93,19 @@ def test_valid_inputs_of_every_broadcast_shape_are_accepted():
     for mask in (torch.zeros(3, 5), torch.zeros(1, 1, 3, 5), torch.zeros(1, 4, 3, 5), None):
         out = flash_attention(**_inputs(), mask=mask, alibi_bias=torch.zeros(1, 4, 1, 5))
         assert out.shape == (1, 3, 4, 8)
+
+
+def test_integer_scale_and_softcap_are_accepted():
+    """A positive int is a number: scale=1 and softcap=30 raise nothing."""
+    assert flash_attention(**_inputs(), scale=1, softcap=30).shape == (1, 3, 4, 8)
+
+
+def test_causal_attention_on_the_meta_device_keeps_the_shape():
+    """mask=None builds its causal block on q's device: meta inputs give a meta (1, 3, 4, 8) output."""
+    inputs = {name: value.to("meta") if isinstance(value, torch.Tensor) else value
+              for name, value in _inputs().items()}  # fmt: skip
+    out = flash_attention(**inputs, q_block_size=2, kv_block_size=2)
+    assert out.device.type == "meta" and out.shape == (1, 3, 4, 8)
 
 
 def _run_pytest(*args: str, env_impl: str | None = None) -> subprocess.CompletedProcess:
