@@ -110,13 +110,16 @@ def load_weights(
     ties its LM head to the embedding, where litert-torch loads non-strictly.
 
     Raises:
-      CheckpointError: on a missing path, a missing tensor, an unmapped tensor
-        or a tensor of the wrong shape, naming the first one and the count.
+      CheckpointError: on a missing path, a truncated or corrupt safetensors
+        file (naming it), a missing tensor, an unmapped tensor or a tensor of
+        the wrong shape, naming the first one and the count.
     """
     from litert_torch.generative.utilities import loader as litert_loader
 
     path = Path(checkpoint_path).expanduser()
-    checkpoint_dir(path)  # Clear error for a missing path before litert-torch's.
+    directory = checkpoint_dir(path)  # Clear error for a missing path before litert-torch's.
+    files = [path] if path.is_file() else sorted(directory.glob("*.safetensors"))
+    check_safetensors_files(f for f in files if f.suffix == ".safetensors")
     loader = litert_loader.ModelLoader(str(path), tensor_names, custom_loader)
     strict = not model.config.lm_head_share_weight_with_embedding
     try:
@@ -130,6 +133,25 @@ def load_weights(
         message = f"checkpoint '{path}' does not fit the model: {_first_line(error)}"
         raise CheckpointError(message) from None
     return model
+
+
+def check_safetensors_files(files) -> None:
+    """Opens each safetensors file's header, which also checks the file is not cut short.
+
+    Raises:
+      CheckpointError: naming the first file that safetensors cannot open.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(
+                f"weights file '{file}' is unreadable ({_first_line(error)}): it is truncated or"
+                " corrupt; download or write the checkpoint again"
+            ) from None
 
 
 def _first_line(error: Exception) -> str:

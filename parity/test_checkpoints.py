@@ -242,3 +242,52 @@ def test_tensors_that_do_not_fit_the_config_are_named(tmp_path, damage):
     with pytest.raises(CheckpointError, match=message) as raised:
         build_model(directory)
     assert "\n" not in str(raised.value)
+
+
+@pytest.fixture
+def truncated_checkpoint(tmp_path):
+    """A real one-layer tiny checkpoint whose model.safetensors lost its second half."""
+    directory = write_tiny_random_llama_checkpoint(tmp_path / "ckpt", num_layers=1)
+    weights = directory / "model.safetensors"
+    with weights.open("r+b") as file:
+        file.truncate(weights.stat().st_size // 2)
+    return directory
+
+
+def test_a_truncated_safetensors_file_is_named_in_a_checkpoint_error(truncated_checkpoint):
+    """build_model on a cut-short weights file: one-line CheckpointError naming the file."""
+    with pytest.raises(CheckpointError, match="is unreadable .*truncated or corrupt") as raised:
+        build_model(truncated_checkpoint)
+    assert str(truncated_checkpoint / "model.safetensors") in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def _cli_error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+
+
+def test_verify_on_a_truncated_checkpoint_exits_2_with_one_line(truncated_checkpoint, capsys):
+    """parity.verify: unusable input is exit 2 and one line naming the weights file."""
+    from parity.verify import main as verify_main
+
+    argv = ["--checkpoint_path", str(truncated_checkpoint), "--input_ids", "1", "2",
+            "--max_new_tokens", "1"]  # fmt: skip
+    assert verify_main(argv) == 2
+    (line,) = _cli_error_lines(capsys)
+    assert line.startswith("parity.verify: error: CheckpointError: weights file '")
+    assert "model.safetensors" in line and "truncated or corrupt" in line
+
+
+def test_convert_on_a_truncated_checkpoint_exits_2_with_one_line(
+    truncated_checkpoint, tmp_path, capsys
+):
+    """edge_flash.convert: unusable input is exit 2, one line naming the file, nothing written."""
+    from edge_flash.convert import main as convert_main
+
+    out = tmp_path / "out"
+    argv = ["--checkpoint_path", str(truncated_checkpoint), "--prefill_seq_lens", "8",
+            "--kv_cache_max_len", "16", "--output_path", str(out)]  # fmt: skip
+    assert convert_main(argv) == 2
+    (line,) = _cli_error_lines(capsys)
+    assert line.startswith("edge_flash.convert: error: CheckpointError: weights file '")
+    assert "model.safetensors" in line and not (out.exists() and any(out.iterdir()))
