@@ -16,7 +16,14 @@ CLI (the seed's ``convert_to_tflite.py``)::
 
 With no checkpoint it converts the shipped SmolLM2-135M-Instruct. It prints
 progress for the long steps, then where it wrote the file, the conversion time,
-the file size and the op count per signature.
+the file size and the op count per signature. Every multi-word flag also takes
+the other spelling (``--checkpoint-path``, ``--kv-cache-max-len``, ...;
+``edge_flash.cli``).
+
+Exit status: 0 written; 2 unusable input (bad flag or value, missing or bad
+checkpoint, a conversion that cannot be done with these arguments), one line
+(``--verbose`` for the traceback); 130 interrupted. Conversion checks nothing,
+so it never exits 1.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from edge_flash.cli import EXIT_UNUSABLE, ArgumentParser
 from edge_flash.integration import attention_functions
 from edge_flash.runtime import tflite_op_counts
 
@@ -193,15 +201,9 @@ def _say(message: str) -> None:
     print(f"edge_flash.convert: {message}", file=sys.stderr, flush=True)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m edge_flash.convert", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The convert CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    parser = ArgumentParser(prog="python -m edge_flash.convert", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--model",
         choices=("tiny_llama", "smollm2", "auto"),
@@ -214,13 +216,18 @@ def _parser() -> argparse.ArgumentParser:
         help="HF checkpoint directory (default: the shipped SmolLM2-135M-Instruct)",
     )
     parser.add_argument(
-        "--use_flash_attention", choices=("true", "false", "auto"), default="false", type=str.lower
-    )
-    parser.add_argument("--prefill_seq_lens", type=int, nargs="+", default=[256])
-    parser.add_argument("--kv_cache_max_len", type=int, default=1024)
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none")
+        "--use_flash_attention", nargs="?", const="true", default="false", type=str.lower,
+        choices=("true", "false", "auto"),
+        help="attention routing: true (the flag alone), false (default), or auto",
+    )  # fmt: skip
+    parser.add_argument("--prefill_seq_lens", type=int, nargs="+", default=[256],
+                        help="one prefill signature per length (tokens)")  # fmt: skip
+    parser.add_argument("--kv_cache_max_len", type=int, default=1024, help="KV cache slots")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
+                        help="litert-torch quantization recipe")  # fmt: skip
     parser.add_argument("--output_path", default="reports/tflite", help="output directory")
-    parser.add_argument("--output_name_prefix", default=None)
+    parser.add_argument("--output_name_prefix", default=None,
+                        help="file name prefix (default: from the model and options)")  # fmt: skip
     parser.add_argument("--q_block_size", type=int, default=None, help="flash kernel option")
     parser.add_argument("--kv_block_size", type=int, default=None, help="flash kernel option")
     parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
@@ -257,8 +264,8 @@ def build_from_args(args) -> torch.nn.Module:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the CLI; returns the exit status (0 ok, 1 failed, 130 interrupted)."""
-    args = _parser().parse_args(argv)
+    """Runs the CLI; returns the exit status (0 written, 2 unusable input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
     try:
         with _Heartbeat("building the model", enabled=True):
             model = build_from_args(args)
@@ -279,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(f"edge_flash.convert: error: {type(error).__name__}: {message}", file=sys.stderr)
-        return 1
+        return EXIT_UNUSABLE
     seconds = time.perf_counter() - started
     print(f"wrote {target} in {seconds:.1f} s ({describe_tflite(target)})")
     return 0

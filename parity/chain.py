@@ -9,7 +9,9 @@ twice however many checks use it.
 
 ``python -m parity.chain --model smollm2-135m [--tflite]`` prints the max logit
 difference of every leg pair and whether greedy generation was identical
-(the numbers of the closing note).
+(the numbers of the closing note). ``--tflite-cache DIR`` (env
+``PARITY_TFLITE_CACHE``) keeps the converted models. Exit status: 0 printed,
+2 unusable input (an unknown ``--model``); it checks nothing, so never 1.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from edge_flash.cli import ArgumentParser
 from parity import legs as L
 from parity.model_builder import ModelBuilder
 from parity.zoo import PreparedModel
@@ -274,6 +277,24 @@ def _greedy_agreement(runs: Mapping[str, L.LegRun], first: str, second: str) -> 
     return f"{with_oracle + 1}+/{steps}"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The chain CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    import os
+
+    from parity.zoo import ZOO
+
+    parser = ArgumentParser(prog="python -m parity.chain", description=main.__doc__)
+    parser.add_argument("--model", default="smollm2-135m", choices=[m.name for m in ZOO],
+                        help="zoo model (default: smollm2-135m)")  # fmt: skip
+    parser.add_argument("--tflite", action="store_true", help="include the TFLite legs")
+    parser.add_argument(
+        "--tflite-cache",
+        default=os.environ.get("PARITY_TFLITE_CACHE"),
+        help="keep converted models here (env PARITY_TFLITE_CACHE; default: a temp dir)",
+    )
+    return parser
+
+
 def main(argv=None) -> int:
     """Prints the leg-pair table of one zoo model (default: SmolLM2), one block per prompt."""
     import os
@@ -281,15 +302,7 @@ def main(argv=None) -> int:
     import edge_flash
     from parity.zoo import prepare, zoo_model
 
-    parser = argparse.ArgumentParser(prog="python -m parity.chain", description=main.__doc__)
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--tflite", action="store_true", help="include the TFLite legs")
-    parser.add_argument(
-        "--tflite-cache",
-        default=os.environ.get("PARITY_TFLITE_CACHE"),
-        help="keep converted models here (env PARITY_TFLITE_CACHE; default: a temp dir)",
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="parity-chain-") as work:
         prepared = prepare(zoo_model(args.model), Path(work))

@@ -31,6 +31,7 @@ TFLITE_CACHE_ENV = "PARITY_TFLITE_CACHE"
 def pytest_addoption(parser):
     parser.addoption(
         "--checkpoint-path",
+        "--checkpoint_path",  # the seed's spelling; every CLI takes both (edge_flash.cli)
         default=None,
         help=(
             "Llama-family HF checkpoint directory (e.g. TinyLlama-1.1B-Chat-v1.0) for the"
@@ -39,6 +40,7 @@ def pytest_addoption(parser):
     )
     parser.addoption(
         "--model-builder",
+        "--model_builder",
         default=None,
         help=(
             "builder of the re-authored legs, package.module:function taking (checkpoint_path,"

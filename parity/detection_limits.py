@@ -10,7 +10,9 @@ one they fail, and returns both ends: the leg's detection limit lies between.
 ``python -m parity.detection_limits --model tiny-random-llama`` measures every
 PyTorch leg under test (re-authored standard and flash) and writes result rows
 (suite ``detection``) for the report; TFLite legs would need one conversion per
-bisection step (minutes each) and are not bisected.
+bisection step (minutes each) and are not bisected. Exit status: 0 measured,
+2 unusable input (bad flag, unknown ``--model``, ``--steps`` below 1); it
+judges nothing, so never 1.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from edge_flash.cli import ArgumentParser
 from parity import checks
 from parity import legs as L
 
@@ -142,6 +145,20 @@ def measure(chain, legs=(L.STD, L.FLASH), record=None, say=print, steps: int = S
     return rows
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The detection_limits CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    from parity.zoo import ZOO
+
+    parser = ArgumentParser(prog="python -m parity.detection_limits", description=main.__doc__)
+    parser.add_argument("--model", default="tiny-random-llama", choices=[m.name for m in ZOO],
+                        help="zoo model (default: tiny-random-llama)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=STEPS, help="bisection steps")
+    parser.add_argument("--results", default=None, help="append result rows to this file")
+    parser.add_argument("--legs", nargs="+", default=[L.STD, L.FLASH], choices=[L.STD, L.FLASH],
+                        help="PyTorch legs to bisect (default: both)")  # fmt: skip
+    return parser
+
+
 def main(argv=None) -> int:
     """Prints (and with --results, records) the detection limits of a zoo model's legs."""
     import os
@@ -152,12 +169,7 @@ def main(argv=None) -> int:
     from parity.chain import Chain
     from parity.zoo import prepare, zoo_model
 
-    parser = argparse.ArgumentParser(prog="python -m parity.detection_limits",
-                                     description=main.__doc__)  # fmt: skip
-    parser.add_argument("--model", default="tiny-random-llama")
-    parser.add_argument("--steps", type=int, default=STEPS, help="bisection steps")
-    parser.add_argument("--results", default=None, help="append result rows to this file")
-    parser.add_argument("--legs", nargs="+", default=[L.STD, L.FLASH], choices=[L.STD, L.FLASH])
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps ({args.steps}) must be >= 1")

@@ -13,6 +13,9 @@ check passed. A correct model must show zero false alarms everywhere.
   the gate) on the tiny random Llama, every leg;
 - ``FULL_SETTINGS`` (nightly: ``python -m parity.false_alarms --full``) on every
   zoo model with weights here, plus the verify CLI with and without flash and TFLite.
+
+Exit status: 0 no false alarm, 1 a correct leg failed under some setting (a
+false alarm), 2 unusable input (bad flag, unknown ``--models``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edge_flash.cli import ArgumentParser
 from parity.cpu_capabilities import cpu_capabilities
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,16 +159,23 @@ def _verify_commands() -> list[tuple[str, list[str]]]:
     ]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The false_alarms CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    parser = ArgumentParser(prog="python -m parity.false_alarms", description=main.__doc__)
+    parser.add_argument("--full", action="store_true", help="every setting and zoo model")
+    parser.add_argument("--results", default="reports/false_alarms.jsonl",
+                        help="study rows (default: reports/false_alarms.jsonl)")  # fmt: skip
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"zoo models (default: {' '.join(GATE_MODELS)}; --full: all)")
+    parser.add_argument("--no-verify", action="store_true", help="--full without the verify CLI")
+    return parser
+
+
 def main(argv=None) -> int:
     """Runs the study; prints one line per (setting, model, leg); exits 1 on any false alarm."""
     from parity.results import ResultRow, ResultsWriter
 
-    parser = argparse.ArgumentParser(prog="python -m parity.false_alarms", description=main.__doc__)
-    parser.add_argument("--full", action="store_true", help="every setting and zoo model")
-    parser.add_argument("--results", default="reports/false_alarms.jsonl")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help=f"zoo models (default: {' '.join(GATE_MODELS)}; --full: all)")
-    parser.add_argument("--no-verify", action="store_true", help="--full without the verify CLI")
+    parser = build_parser()
     args = parser.parse_args(argv)
     settings = all_settings() if args.full else gate_settings()
     models = args.models or (FULL_MODELS if args.full else GATE_MODELS)

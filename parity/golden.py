@@ -335,15 +335,23 @@ def _chains(names: List[str], work: Path):
         yield Chain(prepare(zoo_model(name), work), edge_flash.flash_attention)
 
 
-def main(argv=None) -> int:
-    """Checks (default) or updates (``--update``) the golden files of the zoo models."""
+def build_parser() -> argparse.ArgumentParser:
+    """The golden CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    from edge_flash.cli import ArgumentParser
     from parity.zoo import ZOO
 
-    parser = argparse.ArgumentParser(prog="python -m parity.golden", description=main.__doc__)
+    parser = ArgumentParser(prog="python -m parity.golden", description=main.__doc__)
     parser.add_argument("--update", action="store_true", help="verify the chain, then write")
-    parser.add_argument("--models", nargs="+", default=[m.name for m in ZOO if m.has_golden])
+    parser.add_argument("--models", nargs="+", default=[m.name for m in ZOO if m.has_golden],
+                        choices=[m.name for m in ZOO if m.has_golden],
+                        help="zoo models with golden files (default: all of them)")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Checks (default) or updates (``--update``) the golden files of the zoo models."""
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         with tempfile.TemporaryDirectory(prefix="parity-golden-") as work:

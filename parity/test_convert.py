@@ -70,13 +70,13 @@ def _run_cli(capsys, *argv):
         "kv-over-max-positions",
     ],
 )
-def test_cli_reports_each_problem_in_one_line_and_exits_1(
+def test_cli_reports_each_problem_in_one_line_and_exits_2(
     capsys, checkpoint, tmp_path, argv, message
 ):
-    """Bad arguments: exit status 1 and one line naming the problem; nothing written."""
+    """Unusable input: exit status 2 and one line naming the problem; nothing written."""
     argv = [a.replace("{ckpt}", str(checkpoint)) for a in argv] + ["--output_path", str(tmp_path)]
     status, lines = _run_cli(capsys, *argv)
-    assert status == 1
+    assert status == 2
     assert lines[-1] == message
     assert list(tmp_path.iterdir()) == []
 
@@ -88,7 +88,8 @@ def test_cli_rejects_unknown_choices_in_one_line(capsys):
         main(["--use_flash_attention=maybe"])
     assert raised.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "python -m edge_flash.convert: error: argument --use_flash_attention: invalid choice:"
+        "python -m edge_flash.convert: error: argument --use_flash_attention/--use-flash-attention:"
+        " invalid choice:"
         " 'maybe' (choose from 'true', 'false', 'auto')"
     ]
 

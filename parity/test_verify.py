@@ -6,6 +6,8 @@ written by the test; SmolLM2 itself is verified by the chain suites.
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 import edge_flash
@@ -24,10 +26,13 @@ def _run(capsys, *argv):
     return status, captured.out, captured.err
 
 
-@pytest.mark.parametrize("flash", [False, True], ids=["standard", "flash"])
-def test_verify_passes_with_one_line_per_check(checkpoint, capsys, flash):
+@pytest.mark.parametrize(
+    "extra, kind",
+    [([], "standard"), (["--use_flash_attention"], "flash"), (["--use-flash-attention=auto"], "auto")],
+    ids=["standard", "flash", "auto"],
+)
+def test_verify_passes_with_one_line_per_check(checkpoint, capsys, extra, kind):
     """Each check prints one PASSED line with its measured difference; exit status 0."""
-    extra = ["--use_flash_attention"] if flash else []
     status, out, _ = _run(capsys, "--checkpoint_path", checkpoint, "--max_new_tokens", 6, *extra)
     assert status == 0, out
     lines = [line for line in out.splitlines() if line.startswith(("PASSED", "FAILED"))]
@@ -38,7 +43,7 @@ def test_verify_passes_with_one_line_per_check(checkpoint, capsys, flash):
     ]
     assert "vs HF" in lines[0] and "vs float64 oracle" in lines[0] and "allowed" in lines[0]
     assert "6/6 greedy tokens identical" in lines[1]
-    assert ("flash attention" if flash else "standard attention") in lines[2]
+    assert f"({kind} attention)" in lines[2]
 
 
 @pytest.mark.tflite
@@ -82,6 +87,33 @@ def test_checkpoint_without_tokenizer_is_one_error_line(tmp_path, capsys):
     bare = write_tinyllama_shaped_checkpoint(tmp_path / "bare", vocab_size=128)  # < 259: none
     status, _, err = _run(capsys, "--checkpoint_path", bare)
     assert status == 2 and "has no tokenizer" in err and err.strip().count("\n") == 0
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    "argv, expected",
+    [([], False), (["--use_flash_attention"], True), (["--use_flash_attention=true"], True),
+     (["--use_flash_attention", "FALSE"], False), (["--use-flash-attention=auto"], "auto")],
+    ids=["absent", "alone", "true", "false", "auto"],
+)  # fmt: skip
+def test_use_flash_attention_takes_convert_values_and_the_bare_switch(argv, expected):
+    """--use_flash_attention alone is true (the seed's switch); =true|false|auto as in convert."""
+    assert verify.parse_args(argv).use_flash_attention == expected
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("choice, min_seq_q", [("true", 1), ("auto", edge_flash.AUTO_FLASH_MIN_SEQ_LEN)])
+def test_model_builder_gets_flash_routed_per_choice(checkpoint, monkeypatch, choice, min_seq_q):
+    """With --model-builder, true routes flash for every call, auto from AUTO_FLASH_MIN_SEQ_LEN."""
+    calls = []
+    monkeypatch.setattr(edge_flash, "use_attention",
+                        lambda model, fn, **kw: calls.append((fn, kw.get("min_seq_q", 1))) or model)
+    args = verify.parse_args(["--model_builder", "parity.model_builder:plain_builder",
+                              f"--use_flash_attention={choice}"])  # fmt: skip
+    prepared = types.SimpleNamespace(zoo=types.SimpleNamespace(kv_cache_max_len=64),
+                                     checkpoint=checkpoint)  # fmt: skip
+    verify._model_under_test(prepared, args)()
+    assert calls == [(edge_flash.flash_attention, min_seq_q)]
 
 
 @pytest.mark.quick

@@ -1,11 +1,16 @@
 """Verifies a re-authored model against Hugging Face and a float64 oracle (seed: verify_flash.py).
 
     python -m parity.verify --checkpoint_path PATH --prompts "What is a turboprop?" \\
-        --max_new_tokens 50 [--use_flash_attention] [--tflite | --tflite_path FILE] \\
-        [--model-builder package.module:function]
+        --max_new_tokens 50 [--use_flash_attention[=true|false|auto]] \\
+        [--tflite | --tflite_path FILE] [--model-builder package.module:function]
+
+Every multi-word flag also takes the other spelling (``--checkpoint-path``,
+``--max-new-tokens``, ``--model_builder``, ...; ``edge_flash.cli``).
 
 Without ``--checkpoint_path`` it verifies the shipped SmolLM2-135M-Instruct.
-The model under test is ``edge_flash.build_model(PATH, use_flash_attention=...)``;
+The model under test is ``edge_flash.build_model(PATH, use_flash_attention=...)``
+(``--use_flash_attention`` alone means true, as in the seed; ``auto`` routes
+flash for prefills of at least ``edge_flash.AUTO_FLASH_MIN_SEQ_LEN`` tokens);
 the reference is the transformers model (fp32, eager attention); the oracle is
 the re-authored standard model in float64 (``parity.fp64_model``). It prints
 one PASSED or FAILED line, with the measured difference, for:
@@ -25,7 +30,8 @@ one PASSED or FAILED line, with the measured difference, for:
 - ``--model-builder package.module:function`` (``parity.model_builder``): the
   model under test is that builder's ``(checkpoint_path, kv_cache_max_len)``
   model, with ``edge_flash.flash_attention`` routed in by ``use_attention`` under
-  ``--use_flash_attention``; the oracle is still ``edge_flash.build_model``'s;
+  ``--use_flash_attention`` (for ``auto``, with ``min_seq_q=AUTO_FLASH_MIN_SEQ_LEN``);
+  the oracle is still ``edge_flash.build_model``'s;
 - ``verify_reauthored_model``: all of the above.
 
 Exit status: 0 all passed, 1 a check failed, 2 bad arguments or unusable input
@@ -41,26 +47,32 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edge_flash.cli import ArgumentParser
 from parity import legs as L
 from parity.checks import Judge, check_greedy, check_logits
 
 DEFAULT_INPUT_IDS = (1, 2, 3, 4)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+_FLASH_CHOICES = {"true": True, "false": False, "auto": "auto"}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m parity.verify", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The verify CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    parser = ArgumentParser(prog="python -m parity.verify", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint_path", default=None, help="HF checkpoint dir (default: SmolLM2)"
     )
-    parser.add_argument("--prompts", nargs="+", default=["What is a turboprop?"])
-    parser.add_argument("--max_new_tokens", type=int, default=50)
-    parser.add_argument("--input_ids", type=int, nargs="+", default=list(DEFAULT_INPUT_IDS))
-    parser.add_argument("--use_flash_attention", action="store_true")
+    parser.add_argument("--prompts", nargs="+", default=["What is a turboprop?"],
+                        help="prompts for greedy generation (chat template applied)")  # fmt: skip
+    parser.add_argument("--max_new_tokens", type=int, default=50, help="tokens generated per prompt")
+    parser.add_argument("--input_ids", type=int, nargs="+", default=list(DEFAULT_INPUT_IDS),
+                        help="token ids whose prefill logits are checked")  # fmt: skip
+    parser.add_argument(
+        "--use_flash_attention", nargs="?", const="true", default="false", type=str.lower,
+        choices=tuple(_FLASH_CHOICES),
+        help="attention of the model under test: true (the flag alone), false, or auto",
+    )  # fmt: skip
     parser.add_argument("--tflite", action="store_true", help="also convert and run in LiteRT")
     parser.add_argument(
         "--tflite_path", default=None, help="run this converted .tflite in LiteRT (no conversion)"
@@ -74,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="full diagnosis / traceback")
     return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The parsed flags, ``use_flash_attention`` as True, False or "auto" (as build_model takes it).
+
+    Exits 2 (argparse) on a bad flag or value.
+    """
+    args = build_parser().parse_args(argv)
+    # "auto" counts as flash for the leg names: the model routes flash_attention in
+    # (for prefills of at least AUTO_FLASH_MIN_SEQ_LEN tokens).
+    args.use_flash_attention = _FLASH_CHOICES[args.use_flash_attention]
+    return args
 
 
 def _say(message: str) -> None:
@@ -122,6 +146,10 @@ def _model_under_test(prepared, args):
 
     def model():
         built = builder.build(prepared.checkpoint, length)
+        if args.use_flash_attention == "auto":
+            return edge_flash.use_attention(
+                built, edge_flash.flash_attention, min_seq_q=edge_flash.AUTO_FLASH_MIN_SEQ_LEN
+            )
         if args.use_flash_attention:
             return edge_flash.use_attention(built, edge_flash.flash_attention)
         return built
@@ -283,7 +311,7 @@ def verify(args) -> bool:
             for prompt in prompts:
                 results.append(_verify_prompt(chain, tflite, leg, judge, prompt.name, prompt.text,
                                               args, token_text))  # fmt: skip
-    kind = "flash" if args.use_flash_attention else "standard"
+    kind = {True: "flash", False: "standard", "auto": "auto"}[args.use_flash_attention]
     detail = f"{sum(results)}/{len(results)} checks passed ({kind} attention"
     detail += ", with TFLite)" if args.tflite or args.tflite_path else ")"
     print(f"{'PASSED' if all(results) else 'FAILED'} verify_reauthored_model: {detail}", flush=True)
@@ -294,7 +322,7 @@ def main(argv=None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     import os
 
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     if args.max_new_tokens < 1:
         print(f"parity.verify: error: --max_new_tokens ({args.max_new_tokens}) must be >= 1",
               file=sys.stderr)  # fmt: skip

@@ -3,7 +3,11 @@
 Measures attention alone in PyTorch eager and in LiteRT (XNNPACK), and the
 whole TinyLlama-shaped model in LiteRT, each case in a fresh process; writes
 rows (suite="bench") to a results file and prints a table. ``--quick`` uses
-small lengths (CI); the default is the full set, 512 to 8192.
+small lengths (CI); the default is the full set, 512 to 8192. Every
+multi-word flag also takes the other spelling (``--cache_dir``, ...).
+
+Exit status: 0 every case measured, 1 a case failed (its row says why), 2
+unusable input (bad flag or value, unwritable results), one line each.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_flash.cli import ArgumentParser
 from parity.bench.cases import (
     BLOCK_SWEEP_LENGTHS,
     FULL_LENGTHS,
@@ -48,7 +53,8 @@ def _block_pairs(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m parity.bench", description=__doc__)
+    """The bench CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    parser = ArgumentParser(prog="python -m parity.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help=f"lengths {QUICK_LENGTHS}, no sweep")
     parser.add_argument("--lengths", type=_positive_ints, help="comma-separated T = S values")
     parser.add_argument("--sweep-lengths", type=_positive_ints, help="lengths of the block sweep")
@@ -56,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="torch,litert")
     parser.add_argument("--parts", default=",".join(_PARTS), help="attention,model")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (5; 3 quick)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_BENCH_RESULTS)
+    parser.add_argument("--results", type=Path, default=DEFAULT_BENCH_RESULTS,
+                        help=f"result rows (default: {DEFAULT_BENCH_RESULTS})")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None, help="converted-model cache")
     parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return parser

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from edge_flash.cli import ArgumentParser
 from parity.report import runs
 from parity.report.analysis import verdict
 from parity.report.page import render_page
@@ -28,7 +29,8 @@ REPRODUCE_ALL = "make report   # or: .venv/bin/python -m parity.report"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m parity.report", description=__doc__)
+    """The report CLI's parser (both spellings of every flag; bad flags exit 2)."""
+    parser = ArgumentParser(prog="python -m parity.report", description=__doc__)
     parser.add_argument("--from", dest="source", type=Path, help="render this results file only")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the HTML page to write")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results to write")
