@@ -10,6 +10,7 @@ import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import InvalidArgument
 
 from parity.impl_loader import (
     ATTENTION_IMPL_ENV,
@@ -44,7 +45,22 @@ settings.register_profile("ci", **_CI)
 _SEARCH_PHASES = (Phase.reuse, Phase.generate, Phase.target)
 settings.register_profile("ci-unpinned", phases=_SEARCH_PHASES, **_CI)
 settings.register_profile("thorough", max_examples=500, **_COMMON)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+# Ours, plus hypothesis's own "default"; named in the error for an unknown one.
+PROFILES = ("dev", "ci", "ci-unpinned", "thorough", "default")
+_ENV_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+if _ENV_PROFILE in PROFILES:
+    settings.load_profile(_ENV_PROFILE)  # An unknown one is a usage error in pytest_configure.
+
+
+def _check_profile(name: str, source: str) -> None:
+    """Raises pytest.UsageError (one line) for a hypothesis profile nobody registered."""
+    try:
+        settings.get_profile(name)
+    except InvalidArgument:
+        raise pytest.UsageError(
+            f"{source} ({name!r}) is not a registered hypothesis profile; expected one of"
+            f" {', '.join(PROFILES)} (conftest.py)"
+        ) from None
 
 
 def pytest_addoption(parser):
@@ -60,7 +76,13 @@ def pytest_addoption(parser):
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # Before hypothesis's plugin loads the profile.
 def pytest_configure(config):
+    profile = config.getoption("--hypothesis-profile", default=None)
+    if profile:  # The option wins over the environment variable.
+        _check_profile(profile, "--hypothesis-profile")
+    else:
+        _check_profile(_ENV_PROFILE, "HYPOTHESIS_PROFILE")
     spec = attention_impl_spec(config.getoption("--attention-impl"))
     try:
         config.attention_impl = load_attention_impl(spec)

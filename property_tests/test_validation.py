@@ -142,3 +142,41 @@ def test_bad_attention_impl_from_environment_gives_usage_error():
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, output
     assert "--attention-impl ('nonsense') must look like package.module:function" in output
     assert "Traceback" not in output
+
+
+def _one_usage_error(result: subprocess.CompletedProcess) -> str:
+    """The single ERROR line of a pytest usage error (exit 4), after checking there is one."""
+    output = result.stdout + result.stderr
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    return line
+
+
+def test_unknown_hypothesis_profile_is_a_one_line_usage_error_naming_the_known_ones():
+    """--hypothesis-profile=bogus: exit 4 and one line listing dev, ci, ci-unpinned, thorough."""
+    line = _one_usage_error(_run_pytest("--hypothesis-profile=bogus", "--collect-only"))
+    assert "--hypothesis-profile ('bogus') is not a registered hypothesis profile" in line
+    assert "dev, ci, ci-unpinned, thorough" in line
+
+
+def test_unknown_hypothesis_profile_from_the_environment_is_a_usage_error_too():
+    """HYPOTHESIS_PROFILE=bogus: the same one line, not an error while importing conftest.py."""
+    env = {**os.environ, "HYPOTHESIS_PROFILE": "bogus"}
+    env.pop("EDGE_FLASH_ATTENTION_IMPL", None)
+    command = [sys.executable, "-m", "pytest", "property_tests", "-p", "no:cacheprovider",
+               "--collect-only"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "HYPOTHESIS_PROFILE ('bogus') is not a registered" in _one_usage_error(result)
+
+
+def test_attention_impl_module_with_a_syntax_error_is_one_line_naming_the_line(tmp_path):
+    """A SyntaxError in the --attention-impl module: exit 4, one line with its line number."""
+    (tmp_path / "typo_kernel.py").write_text("def attention(q, k, v, head_size:\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env.pop("EDGE_FLASH_ATTENTION_IMPL", None)
+    command = [sys.executable, "-m", "pytest", "property_tests", "-p", "no:cacheprovider",
+               "--collect-only", "--attention-impl=typo_kernel:attention"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    line = _one_usage_error(result)
+    assert "importing 'typo_kernel' raised SyntaxError (line 1)" in line, line
