@@ -17,11 +17,16 @@ margin is within twice that step's logit allowance (``near_tie_from_step``):
 from there a correct fp32 run on another machine may take either token, so the
 file says so instead of demanding identity. ``compare`` lists every difference in
 words; ``check_against_golden`` raises on any, after writing the obtained values
-beside the golden file (``<model>.obtained.json``). A missing golden file fails.
+beside the golden file (``<model>.obtained.json``). A missing golden file fails;
+so does an unreadable one (not JSON, or a key missing: ``GoldenFileError``, naming
+the file, what is wrong and how to regenerate it).
 
 ``python -m parity.golden`` checks every zoo model; ``--update`` first runs the
 whole chain (PyTorch legs) on every model, and only if every check passed shows
-the diff and writes the files.
+the diff and writes the files. A corrupt golden file is replaced then, after
+being kept beside it as ``<model>.json.corrupt``. Exit status: 0 match (or
+written), 1 a difference or a failing chain check, 2 an unreadable golden file
+or other unusable input.
 """
 
 from __future__ import annotations
@@ -46,6 +51,68 @@ OWNER_TEST = "test_golden"
 TOP_K = 8
 GOLDEN_LEGS = (L.HF, L.STD, L.FLASH)  # fp32 legs whose greedy tokens are stored
 UPDATE_COMMAND = "python -m parity.golden --update"
+
+
+class GoldenFileError(ValueError):
+    """A golden file that is not JSON or lacks a key; says how to regenerate it."""
+
+
+# The keys compare() reads, per level of a golden payload.
+_PROVENANCE_KEYS = ("model", "model_hash", "date")
+_PROMPT_KEYS = ("prompt_ids", "greedy_ids", "greedy_ids_fp32_legs", "logits")
+_ROW_KEYS = ("top_ids", "top_values", "row_len", "row_sum", "row_l2")
+
+
+def read_golden(path: Path) -> dict:
+    """The payload of golden file ``path``, after checking it has every key compare() reads.
+
+    Raises:
+      GoldenFileError: not JSON, or a key missing, naming the file, the key and
+        the command that regenerates it.
+    """
+    regenerate = f"regenerate it with `{UPDATE_COMMAND}` (the bad file is kept as .corrupt)"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise GoldenFileError(
+            f"golden file {path} is not valid JSON ({error}); {regenerate}"
+        ) from None
+    missing = _missing_key(payload)
+    if missing:
+        raise GoldenFileError(f"golden file {path} lacks the key {missing}; {regenerate}")
+    return payload
+
+
+def _missing_key(payload) -> Optional[str]:
+    """The first key compare() needs that ``payload`` lacks, as a path, or None."""
+    if not isinstance(payload, dict):
+        return "'provenance' (the file is not a JSON object)"
+    for key in ("provenance", "prompts"):
+        if not isinstance(payload.get(key), dict):
+            return repr(key)
+    for key in _PROVENANCE_KEYS:
+        if key not in payload["provenance"]:
+            return f"'provenance' / {key!r}"
+    for name, prompt in payload["prompts"].items():
+        for key in _PROMPT_KEYS:
+            if not isinstance(prompt, dict) or key not in prompt:
+                return f"'prompts' / {name!r} / {key!r}"
+        for label, row in prompt["logits"].items():
+            for key in _ROW_KEYS:
+                if not isinstance(row, dict) or key not in row:
+                    return f"'prompts' / {name!r} / 'logits' / {label!r} / {key!r}"
+    return None
+
+
+def _keep_aside(path: Path) -> Path:
+    """Renames ``path`` to the first free ``<name>.corrupt[.N]`` beside it; returns that."""
+    aside = path.with_name(path.name + ".corrupt")
+    number = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt.{number}")
+        number += 1
+    path.replace(aside)
+    return aside
 
 
 def golden_dir() -> Path:
@@ -237,7 +304,8 @@ def check_against_golden(obtained: dict, directory: Optional[Path] = None) -> No
 
     Raises:
       AssertionError: the golden file is missing, or differs; the message lists
-        what changed and how to regenerate. On a difference the obtained payload
+        what changed and how to regenerate.
+      GoldenFileError: the golden file is not JSON or lacks a key. On a difference the obtained payload
         is written beside the golden file as ``<model>.obtained.json``.
     """
     model = obtained["provenance"]["model"]
@@ -247,7 +315,7 @@ def check_against_golden(obtained: dict, directory: Optional[Path] = None) -> No
             f"golden file {path} is missing: a missing golden file fails, it is never"
             f" created by a test. Generate it with `{UPDATE_COMMAND}` once the chain passes."
         )
-    golden = json.loads(path.read_text(encoding="utf-8"))
+    golden = read_golden(path)
     problems = compare(golden, obtained)
     if not problems:
         return
@@ -303,16 +371,21 @@ def verified_payload(chain, say=print) -> dict:
 def update(chains, directory: Optional[Path] = None, say=print) -> List[Path]:
     """Verifies every chain, then (only if all passed) shows the diffs and writes the files.
 
-    Returns the paths written (unchanged files are not rewritten).
+    Returns the paths written (unchanged files are not rewritten). A golden file
+    that ``read_golden`` refuses is renamed to ``<name>.corrupt`` first, then replaced.
     """
     payloads = [verified_payload(chain, say) for chain in chains]  # raises before any write
     written = []
     for payload in payloads:
         path = golden_path(payload["provenance"]["model"], directory)
-        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         if old:  # keep the date when nothing else changed
-            previous = json.loads(old)
-            if not compare(previous, payload):
+            try:
+                previous = read_golden(path)
+            except GoldenFileError as error:
+                say(f"parity.golden: {error}; kept as {_keep_aside(path)}, writing a new one")
+                previous = None
+            if previous is not None and not compare(previous, payload):
                 say(f"parity.golden: {path} unchanged")
                 continue
         new = _dumps(payload)
@@ -362,6 +435,11 @@ def main(argv=None) -> int:
             for chain in chains:
                 check_against_golden(chain_payload(chain))
                 print(f"parity.golden: {chain.prepared.zoo.name} matches its golden file")
+    except GoldenFileError as error:
+        if args.verbose:
+            raise
+        print(f"parity.golden: error: {error}", file=sys.stderr)
+        return 2
     except (AssertionError, ValueError, OSError) as error:
         if args.verbose:
             raise

@@ -107,3 +107,65 @@ def test_update_writes_nothing_when_a_chain_check_fails(chains, tmp_path):
     with pytest.raises(AssertionError, match="reauthored_std"):
         golden.update([good, broken], tmp_path, say=lambda text: None)
     assert not list(tmp_path.rglob("*.json"))
+
+
+def _small_payload(model: str = "tiny-random-llama") -> dict:
+    """A payload with every key compare() reads, one prompt and one row."""
+    row = {"top_ids": [3, 1], "top_values": [2.0, 1.0], "row_len": 4, "row_sum": 3.5, "row_l2": 2.5}
+    prompt = {"prompt_ids": [1, 2], "greedy_ids": [3], "greedy_ids_fp32_legs": {},
+              "near_tie_from_step": None, "logits": {"generation step 0": row}}  # fmt: skip
+    provenance = {"model": model, "model_hash": "ab" * 8, "date": "2026-12-02", "packages": {}}
+    return {"provenance": provenance, "prompts": {"ids-9": prompt}}
+
+
+def _plant(tmp_path, text: str):
+    path = golden.golden_path("tiny-random-llama", tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_corrupt_golden_file_is_named_with_how_to_regenerate_it(tmp_path):
+    """Not JSON: GoldenFileError naming the file, the JSON error and the --update command."""
+    path = _plant(tmp_path, '{"provenance" {')
+    with pytest.raises(golden.GoldenFileError) as raised:
+        golden.check_against_golden(_small_payload(), tmp_path)
+    message = str(raised.value)
+    assert f"golden file {path} is not valid JSON (Expecting ':' delimiter" in message
+    assert "python -m parity.golden --update" in message and "\n" not in message
+
+
+def test_a_golden_file_missing_a_key_names_the_key_and_the_file(tmp_path):
+    """A row without row_l2: GoldenFileError naming the file and the key's path, not KeyError."""
+    stored = _small_payload()
+    del stored["prompts"]["ids-9"]["logits"]["generation step 0"]["row_l2"]
+    path = _plant(tmp_path, json.dumps(stored))
+    with pytest.raises(golden.GoldenFileError) as raised:
+        golden.check_against_golden(_small_payload(), tmp_path)
+    assert str(raised.value).startswith(
+        f"golden file {path} lacks the key 'prompts' / 'ids-9' / 'logits' /"
+        " 'generation step 0' / 'row_l2'; regenerate it with `python -m parity.golden --update`"
+    )
+
+
+def test_update_replaces_a_corrupt_golden_file_and_keeps_it_beside(tmp_path, monkeypatch):
+    """--update over a corrupt file: the new one is written, the old bytes kept as .corrupt."""
+    path = _plant(tmp_path, "not json at all")
+    payload = _small_payload()
+    monkeypatch.setattr(golden, "verified_payload", lambda chain, say: payload)
+    said = []
+    assert golden.update([object()], tmp_path, say=said.append) == [path]
+    assert golden.read_golden(path) == payload
+    assert path.with_name(path.name + ".corrupt").read_text() == "not json at all"
+    assert any("is not valid JSON" in line and ".corrupt" in line for line in said)
+
+
+def test_golden_cli_exits_2_with_one_line_on_a_corrupt_golden_file(tmp_path, monkeypatch, capsys):
+    """python -m parity.golden on an unreadable golden file: exit 2, one line naming it."""
+    monkeypatch.setenv(golden.GOLDEN_DIR_ENV, str(tmp_path))
+    path = _plant(tmp_path, "{")
+    monkeypatch.setattr(golden, "_chains", lambda names, work: [object()])
+    monkeypatch.setattr(golden, "chain_payload", lambda chain: _small_payload())
+    assert golden.main(["--models", "tiny-random-llama"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"parity.golden: error: golden file {path} is not valid JSON")
