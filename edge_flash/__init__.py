@@ -6,7 +6,7 @@ into litert-torch models (per instance), loads checkpoints, converts to TFLite
 and runs the result in LiteRT.
 """
 
-from edge_flash import checkpoints, smollm, tiny_llama
+from edge_flash import checkpoints, cli, smollm, tiny_llama
 from edge_flash.builders import AUTO_FLASH_MIN_SEQ_LEN, build_model
 from edge_flash.checkpoints import (
     CACHE_ENV,
@@ -39,6 +39,7 @@ __all__ = [
     "build_model",
     "model_config_from_hf",
     "checkpoints",
+    "cli",
     "smollm",
     "tiny_llama",
     "AttentionFunction",
