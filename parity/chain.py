@@ -35,7 +35,10 @@ class TFLiteStore:
     """Converted models under ``directory``, one per (model, variant, kernel, builder, sizes) key.
 
     ``model_builder`` (``parity.model_builder``) builds the models converted;
-    None means the zoo's own builder.
+    None means the zoo's own builder. A file already there is reused once it
+    opens as TFLite (``tflite_problem``, checked once per store); an unusable one
+    is moved aside to ``<name>.corrupt`` and converted again, with one line on
+    stderr. Conversions land by rename (``convert_to_tflite``), never half-written.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class TFLiteStore:
         self.attention_impl_spec = attention_impl_spec
         self.model_builder = model_builder
         self.conversions: dict[str, float] = {}  # file name -> seconds, this store only
+        self._checked: set[Path] = set()  # files of this store known to open
 
     def path(self, prepared: PreparedModel, variant: str) -> Path:
         """The .tflite of ``variant`` ("std" or "flash"), converting it if not there yet.
@@ -62,8 +66,16 @@ class TFLiteStore:
         target = (
             self.directory / f"{prepared.zoo.name}-{variant}-{self._key(prepared, variant)}.tflite"
         )
+        if target.is_file() and target not in self._checked:
+            problem = tflite_problem(target)
+            if problem is not None:
+                aside = target.with_name(target.name + ".corrupt")
+                target.replace(aside)
+                print(f"parity.chain: cached {target} is unusable ({problem}); moved to"
+                      f" {aside.name}, converting again", file=sys.stderr, flush=True)  # fmt: skip
         if not target.is_file():
             self._convert(prepared, variant, target)
+        self._checked.add(target)
         return target
 
     def _key(self, prepared: PreparedModel, variant: str) -> str:
@@ -89,6 +101,25 @@ class TFLiteStore:
         started = time.perf_counter()
         convert_to_tflite(model, target, [zoo.prefill_seq_len], zoo.kv_cache_max_len)
         self.conversions[target.name] = time.perf_counter() - started
+
+
+_TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8 of every .tflite
+
+
+def tflite_problem(path: Path) -> str | None:
+    """Why the .tflite at ``path`` cannot be used (not TFLite, cut short), or None if it opens."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with Path(path).open("rb") as file:
+        head = file.read(8)
+    if head[4:8] != _TFLITE_IDENTIFIER:
+        return f"bytes 4..8 are {head[4:8]!r}, not the TFLite identifier {_TFLITE_IDENTIFIER!r}"
+    try:
+        Interpreter(model_path=str(path))  # verifies the flatbuffer: a cut file fails here
+    except (ValueError, RuntimeError) as error:
+        lines = str(error).strip().splitlines()
+        return f"LiteRT cannot open it: {lines[0] if lines else type(error).__name__}"
+    return None
 
 
 def build_candidate(prepared: PreparedModel, model_builder: ModelBuilder | None):
