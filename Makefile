@@ -57,4 +57,4 @@ quick: $(STAMP)
 	$(PY) -m pytest parity -m quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis reports/*.html reports/*.jsonl reports/*.xml
+	rm -rf $(VENV) .pytest_cache .hypothesis reports/*.html reports/*.jsonl reports/*.xml reports/sessions
