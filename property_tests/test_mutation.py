@@ -56,6 +56,8 @@ def test_mutants_are_generated_deterministically_with_unique_ids():
     again = generate_mutants(KERNEL_SOURCE)
     assert [m.id for m in again] == [m.id for m in MUTANTS]
     assert len({m.id for m in MUTANTS}) == len(MUTANTS)
+    spaced = [m.id for m in MUTANTS if any(c.isspace() for c in m.id)]
+    assert not spaced, f"ids with spaces need quoting in --only: {spaced}"
     assert len(MUTANTS) > 50, f"only {len(MUTANTS)} mutants of kernel.py: an operator stopped applying"
 
 

@@ -30,7 +30,7 @@ from property_tests.mutation.equivalents import (
 )
 from property_tests.mutation.mutator import Mutant, generate_mutants
 from property_tests.mutation.runner import run_mutants
-from property_tests.mutation.worker import KERNEL_PATH, ORIGINAL, PROFILE, ROOT
+from property_tests.mutation.worker import KERNEL_PATH, ORIGINAL, PROFILE, ROOT, SUITE
 
 DEFAULT_OUT = Path("reports") / "mutation.json"
 # The unmutated run: the ci suite took 120 s on this machine under load (measured);
@@ -51,11 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, help="seconds per mutant (default: from baseline)")
     parser.add_argument("--logs", type=Path, help="directory for pytest outputs (default: a temp dir)")
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the unmutated run (needs --timeout; for a second runner)")  # fmt: skip
     return parser
 
 
 def select(mutants: list[Mutant], args, parser) -> list[Mutant]:
     """The mutants the arguments ask for; a bad --limit or --only is a usage error (exit 2)."""
+    if args.no_baseline and args.timeout is None:
+        parser.error("--no-baseline needs --timeout (the baseline's time sets the default)")
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit ({args.limit}) must be at least 1")
     if args.only:
@@ -152,12 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args, source, mutants, chosen, equivalents, logs, bool(stale))
 
 
-def _run(args, source, mutants, chosen, equivalents, logs, stale) -> int:
+def _baseline(args, logs, total: int) -> dict:
+    """The unmutated kernel's gate run (a stand-in record under --no-baseline)."""
+    if args.no_baseline:
+        return {"status": "survived", "seconds": 0.0, "killer": None, "message": ""}
     baseline = []
     run_mutants([ORIGINAL], logs, BASELINE_TIMEOUT_S, baseline.append)
     base = baseline[0]
-    print(f"[  0/{len(chosen)}] {'original':<28} {'passed' if base['status'] == 'survived' else base['status']}"
+    print(f"[  0/{total}] {'original':<28} {'passed' if base['status'] == 'survived' else base['status']}"
           f"  {base['seconds']:.1f} s", flush=True)  # fmt: skip
+    return base
+
+
+def _run(args, source, mutants, chosen, equivalents, logs, stale) -> int:
+    base = _baseline(args, logs, len(chosen))
     if base["status"] != "survived":
         print(f"mutation: the gate fails the unmutated kernel ({base['killer']}: "
               f"{base['message'][:300]}); fix that first", file=sys.stderr)  # fmt: skip
@@ -165,8 +177,8 @@ def _run(args, source, mutants, chosen, equivalents, logs, stale) -> int:
     timeout_s = args.timeout or max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * base["seconds"])
     meta = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "gate": f"property_tests.teeth_runner.SUITE, --hypothesis-profile={PROFILE} -x, no shrinking",
-        "baseline_seconds": round(base["seconds"], 1), "timeout_s": round(timeout_s, 1),
+        "gate": f"{' '.join(SUITE)} --hypothesis-profile={PROFILE} -x, no shrinking",
+        "baseline_seconds": None if args.no_baseline else round(base["seconds"], 1), "timeout_s": round(timeout_s, 1),
         "selection": "all" if len(chosen) == len(mutants) else f"{len(chosen)} chosen",
         "logs": str(logs),
     }  # fmt: skip

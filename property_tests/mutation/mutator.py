@@ -7,8 +7,9 @@ that one expression rewritten. The rewrite is spliced into the original text
 checked: the spliced text must parse to exactly the expected mutated AST.
 
 A mutant's id reads ``L<line>C<col>:<before>-><after>`` with the operator's
-own token, e.g. ``L204C20:-->+`` (a ``-`` became ``+`` at line 204, column
-20); it stays the same while the kernel's text is unchanged.
+own token, e.g. ``L198C35:-->+`` (a ``-`` became ``+`` at line 198, column
+35; ``is-not`` stands for ``is not``: ids have no spaces); it stays the same
+while the kernel's text is unchanged.
 
 Operators (``OPERATORS``): arithmetic swap (``+``/``-``, ``*``/``/``,
 ``//`` -> ``/``), comparison swap and boundary (``<``/``<=``, ``>``/``>=``,
@@ -47,8 +48,9 @@ _COMPARE_SWAPS = {
     ast.GtE: (ast.Gt, ">=", ">"),
     ast.Eq: (ast.NotEq, "==", "!="),
     ast.NotEq: (ast.Eq, "!=", "=="),
-    ast.Is: (ast.IsNot, "is", "is not"),
-    ast.IsNot: (ast.Is, "is not", "is"),
+    # Ids carry no spaces, so that `--only ID ...` needs no quoting.
+    ast.Is: (ast.IsNot, "is", "is-not"),
+    ast.IsNot: (ast.Is, "is-not", "is"),
 }
 _BOOLOP_SWAPS = {ast.And: (ast.Or, "and", "or"), ast.Or: (ast.And, "or", "and")}
 # Names whose call / attribute / keyword has a min-max twin.

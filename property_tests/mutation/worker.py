@@ -11,7 +11,8 @@ edge_flash/kernel.py into a module registered in ``sys.modules`` as
 (pytest's output to ``OUT_DIR/m<n>.txt``) and prints protocol lines on stdout:
 ``MUTATION-START <id>`` and ``MUTATION-RESULT <json>``.
 
-The gate is ``property_tests.teeth_runner.SUITE`` under the ci profile with
+The gate is ``property_tests.teeth_runner.SUITE`` plus
+property_tests/test_mutants_killed.py (``SUITE``) under the ci profile with
 ``-x``, except that hypothesis does not shrink (``phases`` without
 ``shrink``): the same examples are tried in the same order, and a failure is
 a kill whether or not it is minimal; shrinking would only cost minutes.
@@ -30,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from property_tests.mutation.mutator import find_mutant, generate_mutants
-from property_tests.teeth_runner import SUITE
+from property_tests import teeth_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_PATH = ROOT / "edge_flash" / "kernel.py"
@@ -38,6 +39,9 @@ ORIGINAL = "original"
 LIVE_PACKAGE = "property_tests.mutation.live"
 START, RESULT, READY = "MUTATION-START", "MUTATION-RESULT", "MUTATION-READY"
 PROFILE = "ci"
+# The gate's suite, and the properties added for mutants that survived it
+# (property_tests/test_mutants_killed.py), until they join the gate's own files.
+SUITE = (*teeth_runner.SUITE, "property_tests/test_mutants_killed.py")
 _NO_SHRINK_PROFILE = "mutation-ci-no-shrink"
 # A failure's message in the result: its first characters, where the assertion is.
 _MESSAGE_CHARS = 600
