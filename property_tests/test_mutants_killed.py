@@ -3,10 +3,10 @@
 ``python -m property_tests.mutation`` found these mutants changing results on
 inputs the contract allows but no property drew:
 
-- ``L88C37:==->!=`` (``q.dtype == torch.float64`` -> ``!=``): float64 inputs
+- ``L89C37:==->!=`` (``q.dtype == torch.float64`` -> ``!=``): float64 inputs
   computed in fp32 (2.4e-7 from the oracle instead of 4e-16) and fp32 ones in
   float64; the gate drew no float64 input.
-- ``L149C24:1->0`` (``bias.shape[4] != 1`` -> ``!= 0``): a mask broadcast over
+- ``L150C24:1->0`` (``bias.shape[4] != 1`` -> ``!= 0``): a mask broadcast over
   the keys ([B, 1, T, 1], valid per ``check_bias``) is sliced per KV block and
   the call raises; the gate's masks always had S columns.
 """
