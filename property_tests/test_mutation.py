@@ -34,7 +34,9 @@ MUTANTS = generate_mutants(KERNEL_SOURCE)
 # sign of the online-softmax rescale exp(m_old - m_new), and the causal
 # diagonal of mask=None (row i no longer sees key i). Ids are looked up by
 # their text, so a kernel edit that moves them fails here with a clear message.
-_CAUSAL = dict(seq_q=4, seq_kv=6, num_heads=2, logits="peaky", q_block_size=2, kv_block_size=2, seed=3)
+_CAUSAL = dict(
+    seq_q=4, seq_kv=6, num_heads=2, logits="peaky", q_block_size=2, kv_block_size=2, seed=3
+)
 KNOWN_KILLS = {
     "rescale-sign": ("running_max - new_max", "running_max + new_max",
                      AttentionCase(mask="causal", **_CAUSAL)),
@@ -47,7 +49,9 @@ def _known(name: str):
     before, after, _ = KNOWN_KILLS[name]
     function = {"rescale-sign": "_attend_query_block", "causal-diagonal": "_causal_block"}[name]
     found = [m for m in MUTANTS if (m.function, m.before, m.after) == (function, before, after)]
-    assert len(found) == 1, f"expected one mutant {before!r} -> {after!r} in {function}, got {found}"
+    assert len(found) == 1, (
+        f"expected one mutant {before!r} -> {after!r} in {function}, got {found}"
+    )
     return found[0]
 
 
@@ -58,7 +62,9 @@ def test_mutants_are_generated_deterministically_with_unique_ids():
     assert len({m.id for m in MUTANTS}) == len(MUTANTS)
     spaced = [m.id for m in MUTANTS if any(c.isspace() for c in m.id)]
     assert not spaced, f"ids with spaces need quoting in --only: {spaced}"
-    assert len(MUTANTS) > 50, f"only {len(MUTANTS)} mutants of kernel.py: an operator stopped applying"
+    assert len(MUTANTS) > 50, (
+        f"only {len(MUTANTS)} mutants of kernel.py: an operator stopped applying"
+    )
 
 
 def test_every_mutant_compiles_and_differs_from_the_kernel_in_one_place():
@@ -85,8 +91,10 @@ def test_strings_annotations_and_validation_calls_are_not_mutated():
 def test_equivalent_mutants_file_matches_the_current_kernel():
     """Every entry of equivalent_mutants.toml names a mutant of the current kernel.py, with a reason."""
     problems = stale_entries(load_equivalents(), MUTANTS)
-    assert not problems, f"stale entries in {EQUIVALENTS_PATH}:\n  " + "\n  ".join(problems) + (
-        f"\nTo refresh: {REFRESH_HINT}"
+    assert not problems, (
+        f"stale entries in {EQUIVALENTS_PATH}:\n  "
+        + "\n  ".join(problems)
+        + (f"\nTo refresh: {REFRESH_HINT}")
     )
 
 
@@ -140,7 +148,9 @@ def test_known_mutant_is_killed_by_the_oracle_property_and_the_kernel_is_not(nam
     """The mutant (loaded in memory, as the pass does) fails the property; kernel.py passes it."""
     mutant = _known(name)
     case = KNOWN_KILLS[name][2]
-    kernel = load_module(f"property_tests.mutation.live.test_{name}_kernel", KERNEL_SOURCE, "kernel")
+    kernel = load_module(
+        f"property_tests.mutation.live.test_{name}_kernel", KERNEL_SOURCE, "kernel"
+    )
     _oracle_property(kernel.flash_attention, case)
     module = load_module(f"property_tests.mutation.live.test_{name}", mutant.source, mutant.id)
     with pytest.raises(AssertionError, match="is not close to the oracle"):

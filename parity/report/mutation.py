@@ -15,13 +15,18 @@ import hashlib
 import html
 import json
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTATION_JSON = ROOT / "reports" / "mutation.json"
 KERNEL = ROOT / "edge_flash" / "kernel.py"
 HOW_TO_RUN = "make mutation   # or: .venv/bin/python -m property_tests.mutation"
-NOT_RUN, STALE, PARTIAL, CURRENT, UNREADABLE = "not run", "stale", "partial", "current", "unreadable"
+NOT_RUN, STALE, PARTIAL, CURRENT, UNREADABLE = (
+    "not run",
+    "stale",
+    "partial",
+    "current",
+    "unreadable",
+)
 
 
 @dataclasses.dataclass
@@ -30,7 +35,7 @@ class MutationSummary:
 
     state: str  # NOT_RUN, STALE, PARTIAL, CURRENT or UNREADABLE
     detail: str = ""  # why stale / unreadable, or the run's date
-    score: Optional[float] = None
+    score: float | None = None
     counts: dict = dataclasses.field(default_factory=dict)
     run: int = 0
     # Mutants not killed: survivors (gaps) and equivalents (with reasons), then errors.

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="run only the first N mutants")
     parser.add_argument("--only", nargs="+", metavar="ID", help="run only these mutant ids")
     parser.add_argument("--timeout", type=float, help="seconds per mutant (default: from baseline)")
-    parser.add_argument("--logs", type=Path, help="directory for pytest outputs (default: a temp dir)")
+    parser.add_argument(
+        "--logs", type=Path, help="directory for pytest outputs (default: a temp dir)"
+    )
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the unmutated run (needs --timeout; for a second runner)")  # fmt: skip
@@ -152,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutation: to refresh: {REFRESH_HINT}", file=sys.stderr)
     logs = args.logs or Path(tempfile.mkdtemp(prefix="mutation-"))
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"mutation: {len(chosen)} of {len(mutants)} mutants; pytest outputs in {logs}", flush=True)
+    print(
+        f"mutation: {len(chosen)} of {len(mutants)} mutants; pytest outputs in {logs}", flush=True
+    )
     return _run(args, source, mutants, chosen, equivalents, logs, bool(stale))
 
 
@@ -191,7 +195,9 @@ def _run(args, source, mutants, chosen, equivalents, logs, stale) -> int:
         _write(args.out, report(mutants, records, equivalents, sha, meta, complete=False))
 
     run_mutants([m.id for m in chosen], logs, timeout_s, on_result)
-    document = report(mutants, records, equivalents, sha, meta, complete=len(chosen) == len(mutants))
+    document = report(
+        mutants, records, equivalents, sha, meta, complete=len(chosen) == len(mutants)
+    )
     _write(args.out, document)
     problems = problems_of(document, equivalents)
     for problem in problems:

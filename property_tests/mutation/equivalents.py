@@ -52,7 +52,9 @@ def load_equivalents(path: Path = EQUIVALENTS_PATH) -> list[Equivalent]:
     for number, entry in enumerate(data.get("mutant", [])):
         missing = [f for f in ("id", "before", "after", "reason") if not str(entry.get(f, ""))]
         if missing:
-            raise ValueError(f"{path}: [[mutant]] #{number + 1} ({entry.get('id')!r}) lacks {missing}")
+            raise ValueError(
+                f"{path}: [[mutant]] #{number + 1} ({entry.get('id')!r}) lacks {missing}"
+            )
         entries.append(Equivalent(entry["id"], entry["before"], entry["after"], entry["reason"]))
     return entries
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 # Each table maps an AST node class to its replacement and the tokens for the id.
 _BINOP_SWAPS = {
@@ -109,7 +109,9 @@ def generate_mutants(source: str) -> list[Mutant]:
 def _splice(source: str, line_starts: list, tree: ast.AST, site: _Site, mutated: ast.AST) -> Mutant:
     """The mutant whose text is ``source`` with ``site.node`` replaced by ``mutated``."""
     node = site.node
-    start = line_starts[node.lineno - 1] + _char_col(source, line_starts, node.lineno, node.col_offset)
+    start = line_starts[node.lineno - 1] + _char_col(
+        source, line_starts, node.lineno, node.col_offset
+    )
     end = line_starts[node.end_lineno - 1] + _char_col(
         source, line_starts, node.end_lineno, node.end_col_offset
     )
@@ -226,7 +228,9 @@ def _rewrites(node: ast.AST) -> Iterator[tuple]:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAPS:
         new_op, before, after = _BINOP_SWAPS[type(node.op)]
         yield "arith", f"{before}->{after}", _set("op", new_op())
-    elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE_SWAPS:
+    elif (
+        isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE_SWAPS
+    ):
         new_op, before, after = _COMPARE_SWAPS[type(node.ops[0])]
         yield "compare", f"{before}->{after}", _set("ops", [new_op()])
     elif isinstance(node, ast.BoolOp):
@@ -308,6 +312,6 @@ def _rename_keyword(index: int, name: str) -> Callable[[ast.Call], ast.Call]:
     return rewrite
 
 
-def find_mutant(mutants: list[Mutant], mutant_id: str) -> Optional[Mutant]:
+def find_mutant(mutants: list[Mutant], mutant_id: str) -> Mutant | None:
     """The mutant with this id, or None."""
     return next((m for m in mutants if m.id == mutant_id), None)

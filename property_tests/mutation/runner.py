@@ -16,8 +16,8 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 from property_tests.mutation.worker import READY, RESULT, ROOT, START
 
@@ -35,7 +35,7 @@ class _Lines:
         self.selector = selectors.DefaultSelector()
         self.selector.register(pipe, selectors.EVENT_READ)
 
-    def next(self, timeout_s: float) -> Optional[str]:
+    def next(self, timeout_s: float) -> str | None:
         """The next line; None on timeout. Raises EOFError when the pipe closed."""
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self.buffer:
@@ -50,7 +50,7 @@ class _Lines:
         return line.decode("utf-8", "replace")
 
 
-def _protocol(lines: _Lines, timeout_s: float) -> Optional[tuple[str, str]]:
+def _protocol(lines: _Lines, timeout_s: float) -> tuple[str, str] | None:
     """The next (tag, payload) protocol line, skipping anything else; None on timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -82,7 +82,14 @@ def run_mutants(
 
 def _one_worker(ids: list[str], first: int, out_dir: Path, timeout_s: float) -> Iterator[dict]:
     """Records from one worker; stops after a timeout or a crash (that mutant's record included)."""
-    command = [sys.executable, "-m", "property_tests.mutation.worker", str(out_dir), str(first), *ids]
+    command = [
+        sys.executable,
+        "-m",
+        "property_tests.mutation.worker",
+        str(out_dir),
+        str(first),
+        *ids,
+    ]
     log_path = out_dir / f"worker-{first}.log"
     with log_path.open("w", encoding="utf-8") as log:
         worker = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
@@ -98,7 +105,9 @@ def _records(lines: _Lines, ids: list[str], timeout_s: float, log_path: Path) ->
     current, started = ids[0], time.perf_counter()
     try:
         if _protocol(lines, STARTUP_TIMEOUT_S) is None:
-            yield _failed(current, "error", f"worker did not start in {STARTUP_TIMEOUT_S:.0f} s", 0.0)
+            yield _failed(
+                current, "error", f"worker did not start in {STARTUP_TIMEOUT_S:.0f} s", 0.0
+            )
             return
         for current in ids:
             started = time.perf_counter()
@@ -118,4 +127,10 @@ def _records(lines: _Lines, ids: list[str], timeout_s: float, log_path: Path) ->
 
 
 def _failed(mutant_id: str, status: str, message: str, seconds: float) -> dict:
-    return {"id": mutant_id, "status": status, "killer": None, "message": message, "seconds": seconds}
+    return {
+        "id": mutant_id,
+        "status": status,
+        "killer": None,
+        "message": message,
+        "seconds": seconds,
+    }

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from property_tests.mutation.mutator import find_mutant, generate_mutants
 from property_tests import teeth_runner
+from property_tests.mutation.mutator import find_mutant, generate_mutants
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_PATH = ROOT / "edge_flash" / "kernel.py"
@@ -96,9 +96,12 @@ def run_gate(spec: str, output: Path, tests=SUITE, profile: str = PROFILE) -> di
     args = [*tests, f"--attention-impl={spec}", f"--hypothesis-profile={profile}", "-x", "-q"]
     args += ["-p", "no:cacheprovider"]
     outcome = _Outcome(profile)
-    with output.open("w", encoding="utf-8") as sink:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            exit_code = int(pytest.main(args, plugins=[outcome]))
+    with (
+        output.open("w", encoding="utf-8") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        exit_code = int(pytest.main(args, plugins=[outcome]))
     return {"exit_code": exit_code, "killer": outcome.killer, "message": outcome.message}
 
 
