@@ -162,7 +162,9 @@ def test_property_fails_broken_kernel_without_pins(bug, test, suite_runs):
         f" {run['exit_code']}; failed: {sorted(run['failed'])}):\n{run['output'][-3000:]}"
     )
     message = run["failed"][test]
-    assert CASE_ID.search(message), f"no case id in the failure of {test} on {bug}:\n{message[-3000:]}"
+    assert CASE_ID.search(message), (
+        f"no case id in the failure of {test} on {bug}:\n{message[-3000:]}"
+    )
     assert f"--attention-impl={BROKEN[bug]}" in message, f"no reproduction command for {bug}"
 
 

@@ -94,7 +94,7 @@ def test_long_cases_stay_within_the_ci_length_and_work_limit():
     assert long_work_limit() == CI_LONG_WORK_LIMIT
     # The strictest strategies for the work limit: batch >= 2 and R >= 2 at their floors.
     for strategy in (attention_cases(), attention_cases(min_batch=2, ratios=(2, 3))):
-        too_big = lambda c: c.seq_kv > LONG_MAX_LEN or _work(c) > CI_LONG_WORK_LIMIT  # noqa: E731
+        too_big = lambda c: c.seq_kv > LONG_MAX_LEN or _work(c) > CI_LONG_WORK_LIMIT
         with pytest.raises(NoSuchExample):
             find(strategy, too_big, settings=_FIND)
 
