@@ -76,8 +76,9 @@ CATCHES = {
     },
     "precision": {
         "half_precision_probs": (FP32,),
-        # Caught once the half-precision error model no longer lets 2x the
-        # standard's own (fp16-score) error absorb bf16 arithmetic (parity/tolerances.py).
+        # Caught since the half-precision error model stopped allowing 2x the
+        # standard's own error (commit bc8e625, parity/tolerances.py): measured,
+        # 85 of 17408 elements over, worst 2.1x its allowance (2.6e-2 for 1.3e-2).
         "fp16_computed_in_bf16": (HALF,),
     },
     "long sequences": {
