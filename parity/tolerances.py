@@ -5,7 +5,8 @@ from the float64 oracle ("expected"), given how far a trusted baseline (the
 standard implementation) is. For each element::
 
     allowed = factor * baseline_max_error + floor_units * unit_roundoff * rounding_scale
-    allowed = min(allowed, owner_atol)            # when owner_atol is set
+    allowed = min(allowed, owner_atol)            # when owner_atol is set, where
+                                                  # floor_units * u * rounding_scale <= owner_atol
 
 ``rounding_scale`` comes from the oracle (``parity.oracle``): the first-order
 error, per unit roundoff, that a correct implementation makes on these inputs

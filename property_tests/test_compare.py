@@ -59,6 +59,25 @@ def test_a_baseline_off_by_more_than_its_own_bound_fails_the_comparison():
         assert_close_to_oracle(expected, expected, error_model=FP32, baseline=expected + 1e-3)
 
 
+def test_owner_cap_is_not_enforced_where_rounding_alone_allows_more():
+    """Floor 8 u x scale = 2.4e-4 > 1e-4: an error of 1.5e-4 passes; at scale 100 (4.8e-5 floor) it fails."""
+    expected = _expected()
+    over_cap_scale = 3e-4 / (8 * U) / 1.25  # floor 2.4e-4
+    assert_close_to_oracle(expected + 1.5e-4, expected, error_model=FP32,
+                           rounding_scale=over_cap_scale)  # fmt: skip
+    with pytest.raises(AssertionError):
+        assert_close_to_oracle(expected + 1.5e-4, expected, error_model=FP32, rounding_scale=100.0,
+                               baseline=expected + 1e-4)  # fmt: skip
+
+
+def test_a_baseline_within_a_floor_over_the_cap_is_not_off():
+    """Where the floor is 2.4e-4, a baseline 2e-4 off still vouches (it is within what rounding allows)."""
+    expected = _expected()
+    over_cap_scale = 3e-4 / (8 * U) / 1.25
+    assert_close_to_oracle(expected, expected, error_model=FP32, rounding_scale=over_cap_scale,
+                           baseline=expected + 2e-4)  # fmt: skip
+
+
 def test_the_derived_allowance_replaces_the_formula_and_excludes_a_baseline():
     """allowance= is used as given per element; with a baseline it is refused."""
     expected = _expected()
