@@ -157,10 +157,11 @@ def test_difference_claims_follow_the_measured_flash_vs_standard_difference():
 
 
 def test_prefill_claim_needs_flash_faster_at_every_length():
-    """Flash 150/300 ms vs standard 200/400 ms: held; 150/450 ms: not held at 2048."""
-    assert _claims(_standard_rows(flash_ms=(150.0, 300.0)))["faster"].status == claims.HELD
+    """Flash 150/300 ms vs standard 200/400 ms: held, "1.33x faster"; 150/450 ms: "1.12x slower" at 2048."""
+    faster = _claims(_standard_rows(flash_ms=(150.0, 300.0)))["faster"]
+    assert faster.status == claims.HELD and "flash 1.33x faster" in faster.measured
     slower = _claims(_standard_rows(flash_ms=(150.0, 450.0)))["faster"]
-    assert slower.status == claims.NOT_HELD and "T=2048: 1.12x" in slower.measured
+    assert slower.status == claims.NOT_HELD and "T=2048: flash 1.12x slower" in slower.measured
 
 
 def test_claims_are_not_measured_without_rows():
