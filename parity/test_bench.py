@@ -97,6 +97,15 @@ def test_rows_and_frame_give_peaks_floors_and_ratios():
     assert frame.loc["flash-q256-kv128", "peak_over_floor"] == pytest.approx(63 / floor_mb)
 
 
+def test_whole_model_rows_get_no_peak_over_the_attention_floor():
+    """A whole-model decode peak holds the weights: no peak/floor ratio is shown for it."""
+    case = BenchCase("litert", "model-decode", "flash", 1, 2048, 256, 128)
+    outcome = {"status": "measured", "peak_bytes": 1.1e9, "median_ms": 10.0}
+    rows = [json.loads(r.to_json()) for r in runner.case_rows(case, outcome)]
+    frame = bench_frame(rows)
+    assert frame["peak_mb"].notna().all() and frame["peak_over_floor"].isna().all()
+
+
 def test_difference_is_the_largest_absolute_gap_and_pairs_flash_with_standard(tmp_path):
     shape = (1, 300, 2, 4)  # T = 300 spans two comparison chunks
     expected = np.zeros(shape, np.float32)

@@ -70,7 +70,12 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
     for column in ("peak_mb", "latency_ms", "activation_mb"):
         if column not in frame:
             frame[column] = math.nan
-    frame["peak_over_floor"] = frame["peak_mb"] / frame["floor_mb"]
+    # The floor is one attention call's Q, K, V and O: against a whole model's peak,
+    # which holds the weights, the ratio means nothing (issue 13), so only
+    # attention cases get it; whole-model prefill is judged by its activations.
+    frame["peak_over_floor"] = (frame["peak_mb"] / frame["floor_mb"]).where(
+        frame["target"] == "attention"
+    )
     # Whole-model flash runs at the kernel's default blocks and is labelled "flash".
     frame["default_blocks"] = frame["impl"].isin([DEFAULT_FLASH_LABEL, "flash"])
     frame["standard_over_this"] = frame.apply(lambda line: _ratio(frame, line), axis=1)
