@@ -289,3 +289,12 @@ def test_out_equal_to_from_exits_2_and_keeps_the_results_file(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--out" in error[0] and "same file" in error[0]
     assert results.read_bytes() == before
+
+
+def test_kernel_error_series_are_comparison_families_not_ids():
+    """Row numbers and positions in leg names collapse: one legend entry per kind of comparison."""
+    from parity.report.plots import comparison_family
+
+    assert comparison_family("decode-row3-at-17-vs-prefill-row3") == "decode-rowN-at-N-vs-prefill-rowN"
+    assert comparison_family("qb16-kb7-vs-case-blocks") == comparison_family("qb2-kb300-vs-case-blocks")
+    assert comparison_family("candidate-vs-oracle") == "candidate-vs-oracle"
