@@ -67,9 +67,16 @@ def test_case_list_has_every_impl_per_length_and_the_sweep_only_where_asked():
 
 def test_peak_reading_sees_a_freed_allocation():
     """clear_refs + VmHWM catch a 64 MB buffer that is freed before the reading."""
+    import mmap
+
+    # Fresh anonymous pages, not malloc: an allocator may hand back pages that are
+    # already resident (seen after other tests in the same process: peak 0).
+    size = 64 * 2**20
     before = procmem.reset_peak()
-    buffer = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, every page written
-    del buffer
+    buffer = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):  # touch every page
+        buffer[offset] = 1
+    buffer.close()
     assert procmem.peak_since(before) >= 60 * 2**20
 
 
