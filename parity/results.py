@@ -32,6 +32,12 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_ENV = "PARITY_RESULTS"
+# Legs of rows that measure a reference implementation (litert-torch's standard)
+# against the oracle, next to the implementation under test: the gate judges the
+# candidate, so the report shows these as findings, not as failures of the gate.
+STANDARD_VS_ORACLE = "standard-vs-oracle"
+STANDARD_AS_CALLED_VS_ORACLE = "standard-as-called-vs-oracle"
+REFERENCE_LEGS = (STANDARD_VS_ORACLE, STANDARD_AS_CALLED_VS_ORACLE)
 SESSIONS_DIR = Path("reports") / "sessions"
 _VERSIONED_PACKAGES = (
     "torch",

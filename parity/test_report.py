@@ -90,6 +90,16 @@ def test_verdict_fails_when_any_row_failed_and_names_it(tmp_path):
     assert verdict.reproduce == [".venv/bin/pytest t::b1-t5-s9-bad --hypothesis-profile=ci"]
 
 
+def test_reference_rows_outside_the_model_are_findings_not_failures(tmp_path):
+    """litert's standard off the oracle (its own row) leaves the gate passed, noted as a finding."""
+    reference = _row(case_id="b3-t156-s159-huge", value=2.6e-7, tolerance=1.4e-5, passed=False,
+                     legs="standard-vs-oracle")  # fmt: skip
+    verdict = analysis.verdict(load_results(_write(tmp_path / "r.jsonl", [*_standard_rows(), reference])))
+    assert verdict.passed and verdict.problems == []
+    assert any("finding: litert-torch's standard" in n and "b3-t156-s159-huge" in n
+               for n in verdict.notes)  # fmt: skip
+
+
 def test_verdict_fails_on_nonzero_exit_or_failed_test_without_rows(tmp_path):
     """A failing test that recorded no row still fails the gate, with its error line."""
     event = {"test": "parity/test_x.py::test_y", "when": "call", "message": "x\nE   boom\ny"}

@@ -37,6 +37,7 @@ from litert_torch.generative.layers.scaled_dot_product_attention import (
 
 from parity.compare import Comparison, assert_close_to_oracle
 from parity.impl_loader import accepted_options
+from parity.results import STANDARD_AS_CALLED_VS_ORACLE, STANDARD_VS_ORACLE
 from parity.oracle import VISIBLE, OracleResult, hull_bounds, reference_attention
 from parity.tolerances import ERROR_MODELS, HULL_SLACK_UNITS, ErrorModel, error_model_for
 from property_tests.strategies import AttentionCase, explicit_mask, make_inputs
@@ -216,7 +217,7 @@ class Gate:
         except AssertionError:
             pass  # Only the row is wanted; measured[0] holds it either way.
         comparison = measured[0]
-        comparison.legs = "standard-vs-oracle"
+        comparison.legs = STANDARD_VS_ORACLE
         self._record(case, comparison, steer=False)
 
     def _record_deviation(self, case, inputs, as_called, oracle) -> str:
@@ -244,7 +245,7 @@ class Gate:
         except AssertionError:
             pass  # Only the row is wanted; measured[0] holds it either way.
         comparison = measured[0]
-        comparison.legs = "standard-as-called-vs-oracle"
+        comparison.legs = STANDARD_AS_CALLED_VS_ORACLE
         fields = comparison.record_fields()
         within = "yes" if comparison.passed else "no"
         fields.update(

@@ -13,7 +13,7 @@ import shlex
 import pandas as pd
 
 from parity.impl_loader import DEFAULT_ATTENTION_IMPL
-from parity.results import ResultsFile
+from parity.results import REFERENCE_LEGS, ResultsFile
 
 BENCH_SUITE = "bench"
 _TABLE_COLUMNS = [
@@ -122,7 +122,9 @@ def verdict(results: ResultsFile) -> Verdict:
     """The gate passed iff every test session finished with status 0 and no row failed.
 
     Benchmark rows (suite "bench") are measurements: a skipped or failed case is
-    a note, not a gate failure.
+    a note, not a gate failure. So are rows of the reference (``REFERENCE_LEGS``:
+    litert-torch's standard against the oracle): outside the candidate's error
+    model they are a finding in the notes.
     """
     problems = _session_problems(results)
     header = next((h for h in results.headers if h.get("suite") != BENCH_SUITE), {})
@@ -134,8 +136,12 @@ def verdict(results: ResultsFile) -> Verdict:
                 f"test failed: {event.get('test')} ({event.get('when')}):"
                 f" {_error_line(event.get('message') or '')}"
             )
+    reference_misses = []
     for row in results.rows:
         if row.get("suite") == BENCH_SUITE or row.get("passed"):
+            continue
+        if row.get("legs") in REFERENCE_LEGS:
+            reference_misses.append(row)  # the reference is measured, not judged
             continue
         problems.append(
             f"comparison failed: {row.get('suite')}/{row.get('case_id')} {row.get('legs')}"
@@ -143,11 +149,32 @@ def verdict(results: ResultsFile) -> Verdict:
         )
         if row.get("test") and row["test"] not in failed_tests:
             failed_tests.append(row["test"])
-    notes = _bench_notes(results)
+    notes = _bench_notes(results) + _reference_notes(reference_misses)
     if results.unreadable_lines:
         notes.append(f"{results.unreadable_lines} unreadable line(s) in the results file (cut off)")
     reproduce = [_reproduce_command(test, header) for test in failed_tests if test]
     return Verdict(not problems, problems, reproduce, notes)
+
+
+def _reference_notes(rows: list[dict]) -> list[str]:
+    """Findings: comparisons where the reference (litert-torch's standard) itself is
+    outside the error model the candidate is held to."""
+    if not rows:
+        return []
+    worst = max(rows, key=lambda row: _as_ratio(row.get("ratio")))
+    return [
+        f"finding: litert-torch's standard is outside the candidate's error model on"
+        f" {len(rows)} comparison(s) (not a gate failure: the gate judges the candidate);"
+        f" worst {worst.get('suite')}/{worst.get('case_id')} {worst.get('legs')}"
+        f" = {_number(worst.get('value'))} (allowed {_number(worst.get('tolerance'))})"
+    ]
+
+
+def _as_ratio(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("inf")
 
 
 def _error_line(message: str) -> str:
