@@ -308,3 +308,18 @@ def test_kernel_error_series_are_comparison_families_not_ids():
     assert comparison_family("decode-row3-at-17-vs-prefill-row3") == "decode-rowN-at-N-vs-prefill-rowN"
     assert comparison_family("qb16-kb7-vs-case-blocks") == comparison_family("qb2-kb300-vs-case-blocks")
     assert comparison_family("candidate-vs-oracle") == "candidate-vs-oracle"
+
+
+def test_page_shows_the_worst_rows_and_the_csv_beside_it_holds_every_row(tmp_path):
+    """1000 property rows: the page shows the 400 worst (the failed one first), the CSV all 1000."""
+    import csv
+
+    rows = [_row(case_id=f"b1-t{i}-s{i}", value=1e-9 * (i + 1)) for i in range(999)]
+    rows.append(_row(case_id="b1-t5-s9-bad", value=1e-3, passed=False))
+    page = tmp_path / "index.html"
+    assert report_main(["--from", str(_write(tmp_path / "r.jsonl", rows)), "--out", str(page)]) == 1
+    text = page.read_text(encoding="utf-8")
+    assert "the 400 worst shown" in text and "b1-t5-s9-bad" in text
+    assert "b1-t998-s998" in text and "b1-t0-s0<" not in text  # largest shares of tolerance first
+    with (tmp_path / "index.comparisons.csv").open(encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == 1000

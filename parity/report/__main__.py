@@ -17,8 +17,8 @@ from pathlib import Path
 
 from edge_flash.cli import ArgumentParser
 from parity.report import runs
-from parity.report.analysis import verdict
-from parity.report.page import render_page
+from parity.report.analysis import comparison_frame, verdict
+from parity.report.page import comparisons_csv_path, render_page
 from parity.report.terminal import summary_text
 from parity.results import load_results
 
@@ -83,6 +83,7 @@ def write_report(source: Path, out: Path, duration_s: float | None = None) -> bo
     partial = out.with_name(out.name + ".partial")
     partial.write_text(page, encoding="utf-8")
     partial.replace(out)
+    comparison_frame(results).to_csv(comparisons_csv_path(out), index=False)
     print(summary_text(results, str(out)), flush=True)
     return verdict(results).passed
 
