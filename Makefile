@@ -30,8 +30,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # The pre-merge gate: property suite (ci profile) and the parity suites.
+# PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="-n 2" (pytest-xdist workers).
+PYTEST_ARGS ?=
 test: $(STAMP)
-	$(PY) -m pytest property_tests parity --hypothesis-profile=ci
+	$(PY) -m pytest property_tests parity --hypothesis-profile=ci $(PYTEST_ARGS)
 
 # The gate, the quick benchmarks and reports/index.html; exits non-zero when the
 # gate fails. `make report REPORT_ARGS=--full-bench` measures every length.

@@ -1,4 +1,4 @@
-"""Project-wide pytest configuration: hypothesis profiles, ``--attention-impl``.
+"""Project-wide pytest configuration: hypothesis profiles, ``--attention-impl``, results.
 
 Everything cross-cutting lives here so the property and parity suites share it.
 """
@@ -6,7 +6,6 @@ Everything cross-cutting lives here so the property and parity suites share it.
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -18,6 +17,10 @@ from parity.impl_loader import (
     attention_impl_spec,
     load_attention_impl,
 )
+from property_tests.example_database import EXAMPLE_DB_ENV
+
+# The results file of every session, serial or under pytest-xdist.
+pytest_plugins = ["parity.results_plugin"]
 
 # Hypothesis profiles, chosen by --hypothesis-profile or HYPOTHESIS_PROFILE.
 # dev: quick local feedback. ci: derandomized so the gate gives the same result
@@ -49,6 +52,13 @@ settings.register_profile("ci", **_CI)
 _SEARCH_PHASES = (Phase.reuse, Phase.generate, Phase.target)
 settings.register_profile("ci-unpinned", phases=_SEARCH_PHASES, **_CI)
 settings.register_profile("thorough", max_examples=500, **_COMMON)
+# The ci and thorough profiles keep the failures they find
+# (property_tests/example_database.py): registered again in pytest_configure,
+# once the attention impl that scopes the database is known. ci then trades
+# derandomize=True (which hypothesis forbids with a database) for the same seed
+# per test, given in pytest_runtest_call; ci-unpinned stays database-free, so the
+# teeth test's search is never handed a failure a previous run found.
+SEEDED_PROFILES = ("ci",)
 # Ours, plus hypothesis's own "default"; named in the error for an unknown one.
 PROFILES = ("dev", "ci", "ci-unpinned", "thorough", "default")
 _ENV_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
@@ -93,6 +103,7 @@ def pytest_configure(config):
     except AttentionImplError as error:
         raise pytest.UsageError(str(error)) from None
     config.attention_impl_spec = spec
+    config.example_database = _keep_failures(config, spec)
     from parity import run_settings
 
     try:
@@ -102,8 +113,55 @@ def pytest_configure(config):
         raise pytest.UsageError(str(error)) from None
 
 
+def _keep_failures(config, spec: str):
+    """Registers ci and thorough with the kept example database; returns it (None: off)."""
+    from property_tests.example_database import FailuresDatabase, example_database_directory
+
+    directory = example_database_directory(config.rootpath)
+    if directory is None:
+        return None
+    database = FailuresDatabase(directory, scope=spec)
+    settings.register_profile("ci", **{**_CI, "derandomize": False, "database": database})
+    settings.register_profile("thorough", max_examples=500, database=database, **_COMMON)
+    current = settings.get_current_profile_name()
+    if current in ("ci", "thorough"):
+        settings.load_profile(current)  # loaded at import, before the database existed
+    return database
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)  # inside hypothesis's own wrapper
+def pytest_runtest_call(item):
+    """Under a seeded profile, runs a hypothesis test with derandomize's seed for it."""
+    from property_tests.example_database import derandomized_seed
+
+    test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+    seeded = (
+        settings.get_current_profile_name() in SEEDED_PROFILES
+        and item.config.example_database is not None
+        and hasattr(test, "hypothesis")
+        and getattr(test, "_hypothesis_internal_use_seed", None) is None
+    )
+    if seeded:
+        test._hypothesis_internal_use_seed = derandomized_seed(test)
+    try:
+        yield
+    finally:
+        if seeded:
+            test._hypothesis_internal_use_seed = None
+
+
 def pytest_report_header(config):
-    return [f"attention impl: {config.attention_impl_spec}", f"settings: {config.run_settings}"]
+    database = config.example_database
+    kept = (
+        f"kept failures: {database.directory} ({database.kept_count()} examples)"
+        if database
+        else f"kept failures: off ({EXAMPLE_DB_ENV}=none)"
+    )
+    return [
+        f"attention impl: {config.attention_impl_spec}",
+        f"settings: {config.run_settings}",
+        kept,
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -116,98 +174,3 @@ def attention_impl(pytestconfig):
 def attention_impl_spec_str(pytestconfig):
     """The ``package.module:function`` spec of the function under test."""
     return pytestconfig.attention_impl_spec
-
-
-# The session's config, for hooks that are not given it (pytest_runtest_logreport).
-_SESSION: dict = {}
-# A failure's message in the results file: its last characters, where pytest puts
-# the assertion and the error; the JUnit file keeps the whole traceback.
-_FAILURE_MESSAGE_CHARS = 4000
-
-
-def pytest_sessionstart(session):
-    from parity.results import ResultsWriter, session_results_path
-
-    # $PARITY_RESULTS, else a fresh file of this session's own (parity/results.py).
-    session.config.results_writer = ResultsWriter(session_results_path())
-    session.config.results_writer.write_header(
-        attention_impl=session.config.attention_impl_spec,
-        settings=session.config.run_settings,
-        hypothesis_profile=settings.get_current_profile_name(),
-        **_plugins_under_test(session.config),
-    )
-    session.config.results_outcomes = {"passed": 0, "failed": 0, "skipped": 0}
-    session.config.results_started = time.perf_counter()
-    _SESSION["config"] = session.config
-
-
-def _plugins_under_test(config) -> dict:
-    """--model-builder and --tflite (parity/conftest.py), when given, for the session header."""
-    plugins = {}
-    if getattr(config, "model_builder", None) is not None:
-        plugins["model_builder"] = config.model_builder.spec
-    if getattr(config, "user_tflite", None) is not None:
-        plugins["tflite"] = str(config.user_tflite[0].path)
-    return plugins
-
-
-def pytest_runtest_logreport(report):
-    """Counts outcomes and streams each failure (with its message) to the results file."""
-    config = _SESSION.get("config")
-    writer = getattr(config, "results_writer", None)
-    if writer is None:
-        return
-    outcomes = config.results_outcomes
-    if report.failed:
-        outcomes["failed"] += 1
-        message = report.longreprtext[-_FAILURE_MESSAGE_CHARS:]
-        writer.write_event("test_failed", test=report.nodeid, when=report.when, message=message)
-    elif report.skipped:
-        outcomes["skipped"] += 1
-    elif report.when == "call":
-        outcomes["passed"] += 1
-
-
-def pytest_sessionfinish(session, exitstatus):
-    writer = getattr(session.config, "results_writer", None)
-    if writer is not None:
-        writer.write_footer(
-            exitstatus=int(exitstatus),
-            testscollected=session.testscollected,
-            duration_s=time.perf_counter() - session.config.results_started,
-            finished=time.time(),
-            **session.config.results_outcomes,
-        )
-        writer.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _junit_suite_properties(record_testsuite_property, pytestconfig):
-    """Package versions and the attention impl, as JUnit <testsuite> properties."""
-    from parity.results import package_versions
-
-    record_testsuite_property("attention_impl", pytestconfig.attention_impl_spec)
-    for name, version in package_versions().items():
-        record_testsuite_property(f"version.{name}", version)
-
-
-@pytest.fixture
-def record_result(request):
-    """Records one comparison row: ``record_result(suite=..., case_id=..., ...)``.
-
-    The row is streamed to the results file (``PARITY_RESULTS``, default a fresh
-    reports/sessions/pytest-<time>-<pid>.jsonl per session) and its key numbers
-    become JUnit properties of the test, named ``<case_id>:<legs>.<metric>`` (value, ``.tolerance``, ``.passed``).
-    """
-    from parity.results import ResultRow
-
-    def _record(**fields):
-        row = ResultRow(test=request.node.nodeid, **fields)
-        request.config.results_writer.record(row)
-        prefix = f"{row.case_id}:{row.legs}.{row.metric}"
-        request.node.user_properties.append((prefix, row.value))
-        request.node.user_properties.append((f"{prefix}.tolerance", row.tolerance))
-        request.node.user_properties.append((f"{prefix}.passed", row.passed))
-        return row
-
-    return _record

@@ -25,10 +25,13 @@ from pathlib import Path
 
 from edge_flash.cli import ArgumentParser
 from parity import legs as L
+from parity.file_lock import exclusive_lock
 from parity.model_builder import ModelBuilder
 from parity.zoo import PreparedModel
 
 LegFactory = Callable[[], L.Leg]
+# One line per conversion a TFLiteStore made, in the store's directory.
+CONVERSION_LOG = "conversions.jsonl"
 
 
 class TFLiteStore:
@@ -39,6 +42,8 @@ class TFLiteStore:
     opens as TFLite (``tflite_problem``, checked once per store); an unusable one
     is moved aside to ``<name>.corrupt`` and converted again, with one line on
     stderr. Conversions land by rename (``convert_to_tflite``), never half-written.
+    Processes sharing ``directory`` (pytest-xdist workers) convert each file once
+    between them: a lock file per target serialises the check and conversion.
     """
 
     def __init__(
@@ -66,6 +71,17 @@ class TFLiteStore:
         target = (
             self.directory / f"{prepared.zoo.name}-{variant}-{self._key(prepared, variant)}.tflite"
         )
+        # Other processes (pytest-xdist workers) may share the directory: the first
+        # to need this file converts it, the others wait here and then reuse it.
+        lock = target.with_name(target.name + ".lock")
+        with exclusive_lock(
+            lock, f"parity.chain: waiting for another process to convert {target.name}"
+        ):
+            self._check_or_convert(prepared, variant, target)
+        return target
+
+    def _check_or_convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
+        """Moves an unusable cached ``target`` aside, then converts it if it is not there."""
         if target.is_file() and target not in self._checked:
             problem = tflite_problem(target)
             if problem is not None:
@@ -76,7 +92,6 @@ class TFLiteStore:
         if not target.is_file():
             self._convert(prepared, variant, target)
         self._checked.add(target)
-        return target
 
     def _key(self, prepared: PreparedModel, variant: str) -> str:
         zoo = prepared.zoo
@@ -101,6 +116,28 @@ class TFLiteStore:
         started = time.perf_counter()
         convert_to_tflite(model, target, [zoo.prefill_seq_len], zoo.kv_cache_max_len)
         self.conversions[target.name] = time.perf_counter() - started
+        self._log_conversion(target.name, self.conversions[target.name])
+
+    def _log_conversion(self, name: str, seconds: float) -> None:
+        """Appends ``{file, seconds, pid, finished}`` to ``<directory>/conversions.jsonl``.
+
+        The record of who converted what, across the processes sharing the
+        directory (one short line, one append: lines of two processes never mix).
+        """
+        import json
+        import os
+        import time
+
+        line = json.dumps(
+            {
+                "file": name,
+                "seconds": round(seconds, 3),
+                "pid": os.getpid(),
+                "finished": time.time(),
+            }
+        )
+        with (self.directory / CONVERSION_LOG).open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
 
 
 _TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8 of every .tflite

@@ -7,9 +7,10 @@
   kept for the session, so every leg runs once per prompt however many checks
   read it. The flash legs use the ``--attention-impl`` function.
 - ``tflite_store``: converted models, each converted once per session under a
-  session tmp dir, or under ``PARITY_TFLITE_CACHE`` to keep them across
-  sessions (keyed by model hash, variant, kernel, builder, sizes and edge_flash's
-  sources).
+  session tmp dir, or under ``PARITY_TFLITE_CACHE`` to keep them across sessions
+  (keyed by model hash, variant, kernel, builder, sizes and edge_flash's
+  sources). pytest-xdist workers share the directory; a lock per file makes one
+  of them convert it and the others wait and reuse it.
 - ``--model-builder module:function`` (env ``PARITY_MODEL_BUILDER``): the builder
   of the re-authored legs and of the models converted for the TFLite legs
   (``parity.model_builder``); the oracle stays the zoo's.
@@ -117,12 +118,22 @@ def _offline_hub():
 
 
 @pytest.fixture(scope="session")
-def tflite_store(tmp_path_factory, attention_impl, attention_impl_spec_str, model_builder):
-    """Converts each (model, variant) at most once per session."""
+def tflite_store(
+    pytestconfig, tmp_path_factory, attention_impl, attention_impl_spec_str, model_builder
+):
+    """Converts each (model, variant) at most once per session, across xdist workers too."""
     from parity.chain import TFLiteStore
+    from parity.results_plugin import is_xdist_worker
 
     cache = os.environ.get(TFLITE_CACHE_ENV)
-    directory = Path(cache).expanduser() if cache else tmp_path_factory.mktemp("tflite")
+    if cache:
+        directory = Path(cache).expanduser()
+    elif is_xdist_worker(pytestconfig):
+        # A worker's basetemp is <session tmp>/popen-gwN: the parent is the session's,
+        # shared by its workers, and the store's lock files make one of them convert.
+        directory = tmp_path_factory.getbasetemp().parent / "tflite"
+    else:
+        directory = tmp_path_factory.mktemp("tflite")
     directory.mkdir(parents=True, exist_ok=True)
     return TFLiteStore(directory, attention_impl, attention_impl_spec_str, model_builder)
 

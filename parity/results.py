@@ -22,6 +22,7 @@ old session files by hand when they are no longer wanted.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -118,7 +119,12 @@ def machine_info() -> dict:
 
 
 class ResultsWriter:
-    """Appends rows to a JSON-lines file; first line of a session is a header."""
+    """Appends lines to a JSON-lines file that other processes may append to at once.
+
+    Each line is written, flushed and fsynced under an exclusive ``flock`` of the
+    file, in append mode: the pytest-xdist workers of one session
+    (``parity.results_plugin``) share one file and never interleave a line.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -134,9 +140,13 @@ class ResultsWriter:
         self._write(row.to_json())
 
     def _write(self, line: str) -> None:
-        self._file.write(line + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
 
     def write_event(self, event: str, **fields: Any) -> None:
         """Writes an event line, e.g. ``write_event("test_failed", test=..., message=...)``."""

@@ -204,6 +204,23 @@ def test_cli_exit_codes_follow_the_verdict(tmp_path, capsys):
     )
 
 
+def test_several_results_files_are_judged_as_one_report(tmp_path, capsys):
+    """--from A --from B (CI shards): B's failing row fails the gate; both passing pass it."""
+    first = _write(tmp_path / "shard-1.jsonl", _standard_rows())
+    second = _write(tmp_path / "shard-2.jsonl", [_row(case_id="x", passed=False)], exitstatus=1)
+    third = _write(tmp_path / "shard-3.jsonl", [_row(case_id="y")])
+    page = tmp_path / "index.html"
+    merged = ["--from", str(first), "--from", str(second), "--out", str(page)]
+    assert report_main(merged) == 1
+    assert "GATE FAILED" in capsys.readouterr().out
+    assert str(first) in page.read_text() and str(second) in page.read_text()
+    assert report_main(["--from", str(first), "--from", str(third), "--out", str(page)]) == 0
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("not json\n")
+    assert report_main(["--from", str(first), "--from", str(garbage), "--out", str(page)]) == 2
+    assert "notes.txt is not a results file" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(
     shutil.which(CHROMIUM) is None,
     reason="needs Debian's chromium (apt-get install chromium chromium-driver; make setup does)",

@@ -66,3 +66,37 @@ def test_a_garbage_file_at_the_cache_path_is_moved_aside_and_converted_again(
     assert line.endswith("moved to tiny-std-key.tflite.corrupt, converting again")
     assert TFLiteStore.path(_store(tmp_path, small_tflite), prepared, "std") == target
     assert store.converted == 1  # the good file is reused by a new store, not converted
+
+
+def test_two_stores_sharing_a_directory_convert_a_file_once(small_tflite, tmp_path):
+    """Two stores (as two xdist workers) asking at once: one converts, the other waits and reuses."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow_store():
+        store = _store(tmp_path, small_tflite)
+        original = store._convert
+
+        def convert(prepared, variant, target):
+            calls.append(variant)
+            time.sleep(0.5)  # long enough for the other thread to ask meanwhile
+            original(prepared, variant, target)
+
+        store._convert = convert
+        return store
+
+    prepared = types.SimpleNamespace(zoo=types.SimpleNamespace(name="tiny"))
+    paths = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(slow_store().path(prepared, "std")))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["std"], "the shared file was converted more than once"
+    assert paths == [tmp_path / "tiny-std-key.tflite"] * 2
+    assert tflite_problem(paths[0]) is None

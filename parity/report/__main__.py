@@ -4,7 +4,7 @@ By default runs the property and parity suites (ci profile) and the quick
 benchmarks into a fresh ``reports/results.jsonl`` (JUnit: ``reports/junit.xml``),
 then writes the page and prints the summary. ``--full-bench`` runs every length;
 ``--no-bench`` skips the benchmarks; ``--from FILE`` only renders an existing
-results file. Exits 1 when the gate failed, 2 on a usage or I/O error.
+results file (repeat it to render several as one, e.g. CI shards). Exits 1 when the gate failed, 2 on a usage or I/O error.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from parity.report import runs
 from parity.report.analysis import comparison_frame, verdict
 from parity.report.page import comparisons_csv_path, render_page
 from parity.report.terminal import summary_text
-from parity.results import load_results
+from parity.results import ResultsFile, load_results
 
 DEFAULT_OUT = Path("reports") / "index.html"
 DEFAULT_RESULTS = Path("reports") / "results.jsonl"
@@ -31,7 +31,13 @@ REPRODUCE_ALL = "make report   # or: .venv/bin/python -m parity.report"
 def build_parser() -> argparse.ArgumentParser:
     """The report CLI's parser (both spellings of every flag; bad flags exit 2)."""
     parser = ArgumentParser(prog="python -m parity.report", description=__doc__)
-    parser.add_argument("--from", dest="source", type=Path, help="render this results file only")
+    parser.add_argument(
+        "--from",
+        dest="sources",
+        type=Path,
+        action="append",
+        help="render this results file only; repeat it to read several as one (CI shards)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the HTML page to write")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results to write")
     parser.add_argument("--junit", type=Path, default=DEFAULT_JUNIT, help="JUnit XML to write")
@@ -62,8 +68,31 @@ def _run(args) -> tuple[Path, float]:
     return results_path, time.perf_counter() - start
 
 
-def write_report(source: Path, out: Path, duration_s: float | None = None) -> bool:
-    """Renders ``source`` to ``out`` and prints the summary; returns whether the gate passed.
+def load_sources(sources: list[Path]) -> ResultsFile:
+    """The results files ``sources`` read as one, in order (every session in each is kept).
+
+    Raises:
+      FileNotFoundError: a source does not exist.
+      ValueError: a source holds no session header, row or footer (not a results file).
+    """
+    merged = ResultsFile([], [], [], [], 0)
+    for source in sources:
+        results = load_results(source)
+        if not (results.headers or results.rows or results.footers):
+            raise ValueError(
+                f"--from {source} is not a results file (no header, row or footer in"
+                f" {results.unreadable_lines} unreadable lines); no page was written"
+            )
+        for kind in ("headers", "rows", "events", "footers"):
+            getattr(merged, kind).extend(getattr(results, kind))
+        merged.unreadable_lines += results.unreadable_lines
+    return merged
+
+
+def write_report(source: Path | list[Path], out: Path, duration_s: float | None = None) -> bool:
+    """Renders ``source`` (one results file, or several read as one) to ``out``.
+
+    Prints the summary; returns whether the gate passed.
 
     The page is written to a temporary file beside ``out`` and renamed over it, so
     a failure leaves an earlier page whole.
@@ -72,13 +101,9 @@ def write_report(source: Path, out: Path, duration_s: float | None = None) -> bo
       FileNotFoundError: ``source`` does not exist.
       ValueError: ``source`` holds no session header, row or footer (not a results file).
     """
-    results = load_results(source)
-    if not (results.headers or results.rows or results.footers):
-        raise ValueError(
-            f"--from {source} is not a results file (no header, row or footer in"
-            f" {results.unreadable_lines} unreadable lines); {out} was left as it was"
-        )
-    page = render_page(results, str(source), REPRODUCE_ALL, duration_s)
+    sources = source if isinstance(source, list) else [source]
+    results = load_sources(sources)
+    page = render_page(results, ", ".join(map(str, sources)), REPRODUCE_ALL, duration_s)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(page, encoding="utf-8")
@@ -90,21 +115,21 @@ def write_report(source: Path, out: Path, duration_s: float | None = None) -> bo
 
 def _check_out_is_not_an_input(args) -> None:
     """Raises ValueError when ``--out`` would write over the results it reads."""
-    source = args.source if args.source is not None else args.results
-    if args.out.resolve() == source.resolve():
-        flag = "--from" if args.source is not None else "--results"
-        raise ValueError(
-            f"--out ({args.out}) is the same file as {flag} ({source}); give the page"
-            " another name, e.g. --out reports/index.html"
-        )
+    flag = "--from" if args.sources else "--results"
+    for source in args.sources or [args.results]:
+        if args.out.resolve() == source.resolve():
+            raise ValueError(
+                f"--out ({args.out}) is the same file as {flag} ({source}); give the page"
+                " another name, e.g. --out reports/index.html"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_out_is_not_an_input(args)
-        if args.source is not None:
-            return 0 if write_report(args.source, args.out) else 1
+        if args.sources:
+            return 0 if write_report(args.sources, args.out) else 1
         results_path, duration_s = _run(args)
         return 0 if write_report(results_path, args.out, duration_s) else 1
     except (OSError, ValueError) as error:

@@ -1,0 +1,44 @@
+"""An exclusive lock between processes on one machine, held by a lock file.
+
+The pytest-xdist workers of one session share the conversion cache
+(``parity.chain.TFLiteStore``); the lock makes the first worker that needs a
+model convert it while the others wait, then find the file and reuse it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
+
+    Blocks until no other process holds it. When it has to wait, prints
+    ``waiting_message`` (if given) and how long it waited to stderr, so a long
+    wait behind another worker's conversion is not silence. The lock is released
+    when the block ends or the process dies; the file itself stays (it is empty).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting_message:
+                print(waiting_message, file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            if waiting_message:
+                waited = time.perf_counter() - started
+                print(f"  ... lock {path.name} acquired after {waited:.0f} s", file=sys.stderr,
+                      flush=True)  # fmt: skip
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
