@@ -115,7 +115,8 @@ def pytest_configure(config):
 
 def _keep_failures(config, spec: str):
     """Registers ci and thorough with the kept example database; returns it (None: off)."""
-    from property_tests.example_database import FailuresDatabase, example_database_directory
+    from property_tests.example_database import example_database_directory
+    from property_tests.failures_database import FailuresDatabase
 
     directory = example_database_directory(config.rootpath)
     if directory is None:
@@ -132,7 +133,7 @@ def _keep_failures(config, spec: str):
 @pytest.hookimpl(hookwrapper=True, trylast=True)  # inside hypothesis's own wrapper
 def pytest_runtest_call(item):
     """Under a seeded profile, runs a hypothesis test with derandomize's seed for it."""
-    from property_tests.example_database import derandomized_seed
+    from property_tests.failures_database import derandomized_seed
 
     test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
     seeded = (

@@ -94,7 +94,9 @@ def test_reference_rows_outside_the_model_are_findings_not_failures(tmp_path):
     """litert's standard off the oracle (its own row) leaves the gate passed, noted as a finding."""
     reference = _row(case_id="b3-t156-s159-huge", value=2.6e-7, tolerance=1.4e-5, passed=False,
                      legs="standard-vs-oracle")  # fmt: skip
-    verdict = analysis.verdict(load_results(_write(tmp_path / "r.jsonl", [*_standard_rows(), reference])))
+    verdict = analysis.verdict(
+        load_results(_write(tmp_path / "r.jsonl", [*_standard_rows(), reference]))
+    )
     assert verdict.passed and verdict.problems == []
     assert any("finding: litert-torch's standard" in n and "b3-t156-s159-huge" in n
                for n in verdict.notes)  # fmt: skip
@@ -322,8 +324,12 @@ def test_kernel_error_series_are_comparison_families_not_ids():
     """Row numbers and positions in leg names collapse: one legend entry per kind of comparison."""
     from parity.report.plots import comparison_family
 
-    assert comparison_family("decode-row3-at-17-vs-prefill-row3") == "decode-rowN-at-N-vs-prefill-rowN"
-    assert comparison_family("qb16-kb7-vs-case-blocks") == comparison_family("qb2-kb300-vs-case-blocks")
+    assert (
+        comparison_family("decode-row3-at-17-vs-prefill-row3") == "decode-rowN-at-N-vs-prefill-rowN"
+    )
+    assert comparison_family("qb16-kb7-vs-case-blocks") == comparison_family(
+        "qb2-kb300-vs-case-blocks"
+    )
     assert comparison_family("candidate-vs-oracle") == "candidate-vs-oracle"
 
 

@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from property_tests.example_database import (
-    EXAMPLE_DB_ENV,
-    FailuresDatabase,
-    example_database_directory,
-)
+from property_tests.example_database import EXAMPLE_DB_ENV, example_database_directory
+from property_tests.failures_database import FailuresDatabase
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 1000
