@@ -90,6 +90,14 @@ def pytest_addoption(parser):
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns -n into --dist load
+def pytest_cmdline_main(config):
+    """With ``-n`` and no ``--dist``, schedules by ``xdist_group``: a zoo model's cases
+    (parity/cases.py) share one worker, which builds that model's chain once."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadgroup"
+
+
 @pytest.hookimpl(tryfirst=True)  # Before hypothesis's plugin loads the profile.
 def pytest_configure(config):
     profile = config.getoption("--hypothesis-profile", default=None)

@@ -36,6 +36,9 @@ def leg_cases(legs: Sequence[str], models: Iterable[ZooModel] = ZOO) -> list:
     for model in models:
         for leg in legs:
             marks = [getattr(pytest.mark, name) for name in model.marks]
+            # Under pytest-xdist (--dist loadgroup, the root conftest's default with
+            # -n) a model's cases share one worker, so its chain is built once.
+            marks.append(pytest.mark.xdist_group(model.name))
             if leg in L.TFLITE_LEGS:
                 marks = [mark for mark in marks if mark.name != "quick"] + [pytest.mark.tflite]
             for prompt in model.prompts:

@@ -36,6 +36,7 @@ def test_an_unperturbed_leg_passes_and_the_bisection_brackets_a_limit(chains):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(SMOLLM2.name)  # on the worker that builds SmolLM2's chain anyway
 def test_a_1e_5_drift_of_the_attention_output_fails_smollm2_flash(chains):
     """SmolLM2, flash leg, out * (1 + 1e-5) in every layer: its checks fail."""
     chain = chains.get(SMOLLM2)

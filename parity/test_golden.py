@@ -14,7 +14,15 @@ from parity.chain import Chain
 from parity.zoo import TINY_RANDOM, ZOO
 
 GOLDEN_MODELS = [
-    pytest.param(model, id=model.name, marks=[getattr(pytest.mark, m) for m in model.marks])
+    pytest.param(
+        model,
+        id=model.name,
+        # with the model's chain cases on one pytest-xdist worker (parity/cases.py)
+        marks=[
+            *(getattr(pytest.mark, m) for m in model.marks),
+            pytest.mark.xdist_group(model.name),
+        ],
+    )
     for model in ZOO
     if model.has_golden
 ]
