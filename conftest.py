@@ -51,7 +51,8 @@ settings.register_profile("ci", **_CI)
 # shrinking a failure seen only at S > 512 reruns long cases many times.
 _SEARCH_PHASES = (Phase.reuse, Phase.generate, Phase.target)
 settings.register_profile("ci-unpinned", phases=_SEARCH_PHASES, **_CI)
-settings.register_profile("thorough", max_examples=500, **_COMMON)
+_THOROUGH = dict(max_examples=500, **_COMMON)
+settings.register_profile("thorough", **_THOROUGH)
 # The ci and thorough profiles keep the failures they find
 # (property_tests/example_database.py): registered again in pytest_configure,
 # once the attention impl that scopes the database is known. ci then trades
@@ -59,6 +60,7 @@ settings.register_profile("thorough", max_examples=500, **_COMMON)
 # per test, given in pytest_runtest_call; ci-unpinned stays database-free, so the
 # teeth test's search is never handed a failure a previous run found.
 SEEDED_PROFILES = ("ci",)
+KEEPING_PROFILES = ("ci", "thorough")
 # Ours, plus hypothesis's own "default"; named in the error for an unknown one.
 PROFILES = ("dev", "ci", "ci-unpinned", "thorough", "default")
 _ENV_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
@@ -131,9 +133,9 @@ def _keep_failures(config, spec: str):
         return None
     database = FailuresDatabase(directory, scope=spec)
     settings.register_profile("ci", **{**_CI, "derandomize": False, "database": database})
-    settings.register_profile("thorough", max_examples=500, database=database, **_COMMON)
+    settings.register_profile("thorough", **{**_THOROUGH, "database": database})
     current = settings.get_current_profile_name()
-    if current in ("ci", "thorough"):
+    if current in KEEPING_PROFILES:
         settings.load_profile(current)  # loaded at import, before the database existed
     return database
 
@@ -143,7 +145,8 @@ def pytest_runtest_call(item):
     """Under a seeded profile, runs a hypothesis test with derandomize's seed for it."""
     from property_tests.failures_database import derandomized_seed
 
-    test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+    function = getattr(item, "obj", None)
+    test = getattr(function, "__func__", function)  # a method's underlying function
     seeded = (
         settings.get_current_profile_name() in SEEDED_PROFILES
         and item.config.example_database is not None

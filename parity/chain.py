@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -105,8 +108,6 @@ class TFLiteStore:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def _convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
-        import time
-
         from edge_flash.convert import convert_to_tflite
 
         zoo = prepared.zoo
@@ -124,10 +125,6 @@ class TFLiteStore:
         The record of who converted what, across the processes sharing the
         directory (one short line, one append: lines of two processes never mix).
         """
-        import json
-        import os
-        import time
-
         line = json.dumps(
             {
                 "file": name,
@@ -347,8 +344,6 @@ def _greedy_agreement(runs: Mapping[str, L.LegRun], first: str, second: str) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     """The chain CLI's parser (both spellings of every flag; bad flags exit 2)."""
-    import os
-
     from parity.zoo import ZOO
 
     parser = ArgumentParser(prog="python -m parity.chain", description=main.__doc__)
@@ -365,8 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Prints the leg-pair table of one zoo model (default: SmolLM2), one block per prompt."""
-    import os
-
     import edge_flash
     from parity.zoo import prepare, zoo_model
 
