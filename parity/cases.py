@@ -2,7 +2,7 @@
 
 Case ids read ``<model>-<leg>-<prompt>``, e.g. ``smollm2-135m-tflite_flash-turboprop``.
 Each case carries its model's markers (quick / slow / needs_checkpoint) and
-``tflite`` for the TFLite legs, so ``-m quick`` or ``-m "not tflite"`` select
+``tflite`` for the TFLite legs (one-shot and chunked), so ``-m quick`` or ``-m "not tflite"`` select
 as documented in tox.ini.
 """
 
@@ -36,7 +36,7 @@ def leg_cases(legs: Sequence[str], models: Iterable[ZooModel] = ZOO) -> list:
     for model in models:
         for leg in legs:
             marks = [getattr(pytest.mark, name) for name in model.marks]
-            if leg in L.TFLITE_LEGS:
+            if L.is_tflite(leg):
                 marks = [mark for mark in marks if mark.name != "quick"] + [pytest.mark.tflite]
             for prompt in model.prompts:
                 case = ChainCase(model, leg, prompt.name)
