@@ -310,7 +310,9 @@ class Chain:
             L.ORACLE: lambda: L.ReauthoredLeg(to_float64(self._zoo_reauthored()), length, L.ORACLE),
             L.TFLITE_STD: tflite("std", L.TFLITE_STD),
             L.TFLITE_FLASH: tflite("flash", L.TFLITE_FLASH),
-            L.STD_CHUNKED: lambda: ChunkedReauthoredLeg(reauthored(), length, L.STD_CHUNKED, chunks),
+            L.STD_CHUNKED: lambda: ChunkedReauthoredLeg(
+                reauthored(), length, L.STD_CHUNKED, chunks
+            ),
             L.FLASH_CHUNKED: lambda: ChunkedReauthoredLeg(
                 flash_model(), length, L.FLASH_CHUNKED, chunks
             ),

@@ -57,7 +57,9 @@ def planned_chunks(prompt_len: int, signature_lengths: Sequence[int]) -> list:
 
 def _check_lengths(signature_lengths: Sequence[int], name: str) -> tuple:
     if not signature_lengths:
-        raise ValueError(f"leg {name}: signature_lengths is empty; the zoo entry needs chunk_seq_lens")
+        raise ValueError(
+            f"leg {name}: signature_lengths is empty; give the zoo entry chunk_seq_lens"
+        )
     return tuple(signature_lengths)
 
 

@@ -72,7 +72,7 @@ def test_signature_order_and_duplicates_do_not_change_the_plan():
         pytest.param(4.0, (8,), TypeError, r"prompt_len \(4.0\) must be an int", id="float-len"),
         pytest.param(True, (8,), TypeError, r"prompt_len \(True\) must be an int", id="bool-len"),
         pytest.param(4, (), ValueError, r"signature_lengths is empty", id="no-signatures"),
-        pytest.param(4, (8, 0), ValueError, r"signature_lengths \(\[8, 0\]\) must hold lengths >= 1",
+        pytest.param(4, (8, 0), ValueError, r"\(\[8, 0\]\) must hold lengths >= 1",
                      id="zero-signature"),  # fmt: skip
         pytest.param(4, (8, 2.5), TypeError, r"must hold ints, not 2.5", id="float-signature"),
         pytest.param(4, 8, TypeError, r"signature_lengths \(8\) must be a sequence", id="int-sigs"),
