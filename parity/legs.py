@@ -52,8 +52,10 @@ ALL_LEGS = PYTORCH_LEGS + TFLITE_LEGS  # one-shot prefill
 CHUNKED_LEGS = (STD_CHUNKED, FLASH_CHUNKED, TFLITE_STD_CHUNKED, TFLITE_FLASH_CHUNKED)
 
 # The one-shot leg each chunked leg is judged like: the same model, the same
-# error model and budgets (chunking changes the summation order at most, which
-# the error spread's worst-order model already covers), the same "standard of".
+# oracle, error model and budgets (chunking changes the summation order at most,
+# which the error spread's worst-order model already covers; each real row's
+# math is the same, padded rows come after it and are masked from it). Its
+# TFLite-or-PyTorch kind, and so its owner's-bound rule, is its base leg's.
 BASE_OF = {STD_CHUNKED: STD, FLASH_CHUNKED: FLASH,
            TFLITE_STD_CHUNKED: TFLITE_STD, TFLITE_FLASH_CHUNKED: TFLITE_FLASH}  # fmt: skip
 # The standard leg at the same stage (and the same chunking) as each flash leg

@@ -4,7 +4,7 @@ One conversion per session (through the CLI, so its success path is tested
 too): TinyLlama-1.1B's config.json fields with 2 layers and a 512-token vocab,
 flash attention, prefill signatures of 16 and 64 tokens, KV cache 128, fp32.
 The runner's cache readback is compared with the PyTorch flash model and its
-errors are tested by text. The converted models' logits and greedy tokens are
+errors are tested by text, chunked prefill (``prefill_chunked``) included. The converted models' logits and greedy tokens are
 judged against the float64 oracle by the chain suites (``parity/test_chain_*.py``,
 TFLite legs of the zoo's models, with the derived error model).
 """
