@@ -88,3 +88,24 @@ def test_rows_beyond_every_signature_raise():
     """No signature of 40 rows among (8, 32): ValueError naming the rows and the lengths."""
     with pytest.raises(ValueError, match=r"rows \(40\) exceeds every signature length \[8, 32\]"):
         smallest_fitting_signature(40, (8, 32))
+
+
+def test_planned_chunks_tile_the_prompt_each_at_its_own_position():
+    """The harness's chunks of 88 tokens with (5, 7): contiguous, fed where they start,
+    each through the signature chunk_plan's rule picks (7, and 5 for the last 4)."""
+    from parity.chunked import Chunk, planned_chunks
+
+    chunks = planned_chunks(88, (5, 7))
+    assert chunks[0] == Chunk(0, 7, 0, 7) and chunks[-1] == Chunk(84, 88, 84, 5)
+    assert all(c.start == c.position for c in chunks)
+    assert [c.start for c in chunks[1:]] == [c.stop for c in chunks[:-1]]
+
+
+def test_injected_chunker_moves_every_chunk_after_the_first_one_position_early():
+    """parity.injected_bugs.chunks_starting_one_early: same tokens, later positions - 1."""
+    from parity.chunked import planned_chunks
+    from parity.injected_bugs import chunks_starting_one_early
+
+    right, wrong = planned_chunks(9, (5, 7)), chunks_starting_one_early(9, (5, 7))
+    assert [(c.start, c.stop) for c in wrong] == [(c.start, c.stop) for c in right]
+    assert [c.position for c in wrong] == [0, 6]
