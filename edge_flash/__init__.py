@@ -23,7 +23,14 @@ from edge_flash.integration import (
     use_attention,
     use_standard_attention,
 )
-from edge_flash.runtime import LiteRTInputError, LiteRTModelError, LiteRTRunner, tflite_op_counts
+from edge_flash.runtime import (
+    LiteRTInputError,
+    LiteRTModelError,
+    LiteRTRunner,
+    chunk_plan,
+    smallest_fitting_signature,
+    tflite_op_counts,
+)
 from edge_flash.torch_runner import TorchRunner
 from edge_flash.kernel import DEFAULT_KV_BLOCK_SIZE, DEFAULT_Q_BLOCK_SIZE, flash_attention
 from edge_flash.loader import CheckpointError, read_hf_config, require_tokenizer
@@ -33,6 +40,8 @@ __all__ = [
     "LiteRTModelError",
     "LiteRTRunner",
     "TorchRunner",
+    "chunk_plan",
+    "smallest_fitting_signature",
     "tflite_op_counts",
     "AUTO_FLASH_MIN_SEQ_LEN",
     "ConfigMismatchError",

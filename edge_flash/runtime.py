@@ -9,6 +9,10 @@ cache between calls, pads a prompt to the shortest prefill signature that fits
 any query can see them), and greedy-generates. XNNPACK is on by default, as on
 device.
 
+``chunk_plan`` is LiteRT-LM's rule for a prompt longer than one signature
+(the largest signature while the rest exceeds it, then the smallest that fits
+the rest, padded); ``LiteRTRunner.prefill_chunked`` runs a prompt that way.
+
 ``tflite_op_counts`` counts the operators of each signature of a model file.
 """
 
@@ -24,6 +28,60 @@ import numpy as np
 
 _PREFILL_NAME = re.compile(r"^prefill(?:_(\d+))?$")
 _KV_INPUT = re.compile(r"^kv_cache_([kv])_(\d+)$")
+
+
+def chunk_plan(prompt_len: int, signature_lengths: Sequence[int]) -> List[int]:
+    """Chunk sizes (tokens) of a ``prompt_len``-token prefill, LiteRT-LM's rule.
+
+    While more than the largest signature's rows remain, a chunk of that many
+    tokens; the rest (1 to largest tokens) is the last chunk, run through the
+    smallest signature that fits it and padded to it
+    (``smallest_fitting_signature``). E.g. 88 tokens with signatures (5, 7):
+    twelve chunks of 7, then 4 tokens padded to 5. A multiple of the largest
+    ends with a full chunk, never an empty one. The sizes sum to ``prompt_len``.
+
+    Raises:
+      TypeError: ``prompt_len`` or a signature length is not an int.
+      ValueError: ``prompt_len`` < 1, no signature lengths, or one < 1.
+    """
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, (int, np.integer)):
+        raise TypeError(f"prompt_len ({prompt_len!r}) must be an int")
+    if prompt_len < 1:
+        raise ValueError(f"prompt_len ({prompt_len}) must be >= 1")
+    lengths = _signature_lengths(signature_lengths)
+    largest, plan, left = lengths[-1], [], int(prompt_len)
+    while left > largest:
+        plan.append(largest)
+        left -= largest
+    return plan + [left]
+
+
+def smallest_fitting_signature(rows: int, signature_lengths: Sequence[int]) -> int:
+    """The shortest of ``signature_lengths`` with at least ``rows`` rows.
+
+    Raises:
+      ValueError: no signature has that many rows (or bad lengths, as ``chunk_plan``).
+    """
+    lengths = _signature_lengths(signature_lengths)
+    fitting = [length for length in lengths if length >= rows]
+    if not fitting:
+        raise ValueError(f"rows ({rows}) exceeds every signature length {lengths}")
+    return fitting[0]
+
+
+def _signature_lengths(signature_lengths: Sequence[int]) -> List[int]:
+    """Sorted distinct positive ints, or TypeError / ValueError naming the argument."""
+    if isinstance(signature_lengths, (str, bytes)) or not hasattr(signature_lengths, "__iter__"):
+        raise TypeError(f"signature_lengths ({signature_lengths!r}) must be a sequence of ints")
+    lengths = list(signature_lengths)
+    if not lengths:
+        raise ValueError("signature_lengths is empty; expected at least one prefill length")
+    for length in lengths:
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
+            raise TypeError(f"signature_lengths ({lengths}) must hold ints, not {length!r}")
+        if length < 1:
+            raise ValueError(f"signature_lengths ({lengths}) must hold lengths >= 1")
+    return sorted({int(length) for length in lengths})
 
 
 class LiteRTModelError(ValueError):
@@ -97,33 +155,96 @@ class LiteRTRunner:
             for i in range(layers)
         ]
 
-    def prefill(self, tokens: Sequence[int]) -> Optional[np.ndarray]:
+    def prefill(
+        self, tokens: Sequence[int], signature_len: Optional[int] = None
+    ) -> Optional[np.ndarray]:
         """Runs the prompt from the current position; returns logits (T, vocab) float32.
 
-        Uses the shortest prefill signature with at least ``len(tokens)`` rows.
+        Uses prefill signature ``prefill_<signature_len>``, by default the
+        shortest with at least ``len(tokens)`` rows; the prompt is padded to it.
         Returns None if the model was converted without prefill logits.
 
         Raises:
           LiteRTInputError: empty prompt, prompt longer than the longest prefill
-            signature, or padded prompt past the KV cache.
+            signature (or than ``signature_len``), no such signature, or padded
+            prompt past the KV cache.
         """
         tokens = _as_token_list(tokens, self.vocab_size)
         seq_len = len(tokens)
-        fitting = [length for length in self.prefill_signatures if length >= seq_len]
-        if not fitting:
+        if signature_len is None:
+            fitting = [length for length in self.prefill_signatures if length >= seq_len]
+            if not fitting:
+                raise LiteRTInputError(
+                    f"prompt has {seq_len} tokens; the longest prefill signature of"
+                    f" '{self.model_path.name}' takes {self.max_prefill_len}"
+                    f" ({self.prefill_signatures[self.max_prefill_len]})"
+                )
+            signature_len = min(fitting)
+        self._check_signatures([signature_len], "signature_len")
+        if seq_len > signature_len:
             raise LiteRTInputError(
-                f"prompt has {seq_len} tokens; the longest prefill signature of"
-                f" '{self.model_path.name}' takes {self.max_prefill_len}"
-                f" ({self.prefill_signatures[self.max_prefill_len]})"
+                f"prompt has {seq_len} tokens; signature_len ({signature_len}) takes fewer"
             )
-        sig_len = min(fitting)
-        self._check_room(sig_len, f"prefill of {seq_len} tokens (padded to {sig_len})")
-        padded = np.zeros((1, sig_len), np.int32)
-        padded[0, :seq_len] = tokens
-        outputs = self._run(self.prefill_signatures[sig_len], padded, sig_len)
-        self.position += seq_len
+        self._check_room(signature_len, f"prefill of {seq_len} tokens (padded to {signature_len})")
+        return self._prefill_rows(tokens, signature_len)
+
+    def prefill_chunked(
+        self, tokens: Sequence[int], signature_lengths: Optional[Sequence[int]] = None
+    ) -> np.ndarray:
+        """Prefills the prompt in chunks as LiteRT-LM does; returns logits (T, vocab) float32.
+
+        The chunks follow ``chunk_plan(len(tokens), signature_lengths)`` (default:
+        every prefill signature of the model), each run from the current position
+        through its signature, the cache carried from chunk to chunk; the last
+        chunk is padded. The rows are the logits of every prompt token, in order.
+
+        Raises:
+          LiteRTInputError: empty prompt, a length in ``signature_lengths`` that is
+            not a prefill signature of the model, or the padded last chunk past the
+            KV cache (checked before any chunk runs, so the cache is untouched).
+          LiteRTModelError: the model was converted without prefill logits.
+        """
+        tokens = _as_token_list(tokens, self.vocab_size)
+        if signature_lengths is None:
+            signature_lengths = sorted(self.prefill_signatures)
+        try:
+            plan = chunk_plan(len(tokens), signature_lengths)
+        except (TypeError, ValueError) as error:
+            raise LiteRTInputError(str(error)) from None
+        self._check_signatures(signature_lengths, "signature_lengths")
+        last_sig = smallest_fitting_signature(plan[-1], signature_lengths)
+        padded = sum(plan[:-1]) + last_sig
+        self._check_room(padded, f"chunked prefill of {len(tokens)} tokens in chunks {plan}")
+        rows, start = [], 0
+        for size in plan:
+            logits = self._prefill_rows(
+                tokens[start : start + size], smallest_fitting_signature(size, signature_lengths)
+            )
+            if logits is None:
+                raise LiteRTModelError(
+                    f"'{self.model_path.name}' has no prefill logits; convert it with"
+                    " output_logits_on_prefill=True (edge_flash.convert does by default)"
+                )
+            rows.append(logits)
+            start += size
+        return np.concatenate(rows)  # (T, vocab)
+
+    def _prefill_rows(self, tokens: List[int], signature_len: int) -> Optional[np.ndarray]:
+        """Runs checked ``tokens`` padded to ``signature_len`` rows; their logits or None."""
+        padded = np.zeros((1, signature_len), np.int32)
+        padded[0, : len(tokens)] = tokens
+        outputs = self._run(self.prefill_signatures[signature_len], padded, signature_len)
+        self.position += len(tokens)
         logits = outputs.get("logits")
-        return None if logits is None else logits[0, :seq_len].copy()
+        return None if logits is None else logits[0, : len(tokens)].copy()
+
+    def _check_signatures(self, lengths: Sequence[int], argument: str) -> None:
+        missing = sorted(set(lengths) - set(self.prefill_signatures))
+        if missing:
+            raise LiteRTInputError(
+                f"{argument} ({list(lengths)}): '{self.model_path.name}' has no prefill"
+                f" signature of {missing} rows (it has {sorted(self.prefill_signatures)})"
+            )
 
     def decode(self, token: int) -> np.ndarray:
         """Runs one token at the current position; returns its logits (vocab,) float32.

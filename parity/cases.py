@@ -2,7 +2,7 @@
 
 Case ids read ``<model>-<leg>-<prompt>``, e.g. ``smollm2-135m-tflite_flash-turboprop``.
 Each case carries its model's markers (quick / slow / needs_checkpoint) and
-``tflite`` for the TFLite legs, so ``-m quick`` or ``-m "not tflite"`` select
+``tflite`` for the TFLite legs (one-shot and chunked), so ``-m quick`` or ``-m "not tflite"`` select
 as documented in tox.ini.
 """
 
@@ -39,7 +39,7 @@ def leg_cases(legs: Sequence[str], models: Iterable[ZooModel] = ZOO) -> list:
             # Under pytest-xdist (--dist loadgroup, the root conftest's default with
             # -n) a model's cases share one worker, so its chain is built once.
             marks.append(pytest.mark.xdist_group(model.name))
-            if leg in L.TFLITE_LEGS:
+            if L.is_tflite(leg):
                 marks = [mark for mark in marks if mark.name != "quick"] + [pytest.mark.tflite]
             for prompt in model.prompts:
                 case = ChainCase(model, leg, prompt.name)

@@ -101,6 +101,8 @@ class TFLiteStore:
         options = L.accepted_options(self.attention_impl, zoo.kernel_options)
         kernel = self.attention_impl_spec if variant == "flash" else "standard"
         sizes = f"prefill={zoo.prefill_seq_len} kv={zoo.kv_cache_max_len}"
+        if zoo.chunk_seq_lens:
+            sizes += f" chunks={sorted(zoo.chunk_seq_lens)}"
         text = f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())} {sizes}"
         text += f" {_sources_hash()} {_kernel_source_hash(self.attention_impl)}"
         if self.model_builder is not None:
@@ -115,7 +117,9 @@ class TFLiteStore:
         if variant == "flash":
             L.route_attention(model, self.attention_impl, zoo.kernel_options)
         started = time.perf_counter()
-        convert_to_tflite(model, target, [zoo.prefill_seq_len], zoo.kv_cache_max_len)
+        # The one-shot signature and the chunked legs' signatures, in one file.
+        lengths = sorted({zoo.prefill_seq_len, *zoo.chunk_seq_lens})
+        convert_to_tflite(model, target, lengths, zoo.kv_cache_max_len)
         self.conversions[target.name] = time.perf_counter() - started
         self._log_conversion(target.name, self.conversions[target.name])
 
@@ -221,7 +225,7 @@ class Chain:
                 raise ValueError("reuse must be a chain of the same PreparedModel")
             replaced = set(factories or {})
             if model_builder is not reuse.model_builder:
-                replaced |= {L.STD, L.FLASH, *L.TFLITE_LEGS}  # the builder's legs
+                replaced |= {L.STD, L.FLASH, *L.TFLITE_LEGS, *L.CHUNKED_LEGS}  # the builder's
             self._runs = {leg: runs for leg, runs in reuse._runs.items() if leg not in replaced}
             if L.ORACLE not in replaced:
                 self._spreads = reuse._spreads
@@ -278,32 +282,44 @@ class Chain:
         length = zoo.kv_cache_max_len
         reauthored = self._candidate
 
-        def tflite(variant: str, name: str) -> LegFactory:
+        def tflite(variant: str, name: str, chunked: bool = False) -> LegFactory:
             def factory():
                 if self.tflite_store is None:
                     raise ValueError(f"leg {name} needs a TFLiteStore; this chain has none")
-                return L.TFLiteLeg(self.tflite_store.path(self.prepared, variant), name)
+                path = self.tflite_store.path(self.prepared, variant)
+                if chunked:
+                    return ChunkedTFLiteLeg(path, name, zoo.chunk_seq_lens)
+                return L.TFLiteLeg(path, name)
 
             return factory
 
+        def flash_model():
+            return L.route_attention(reauthored(), self.attention_impl, zoo.kernel_options)
+
+        from parity.chunked import ChunkedReauthoredLeg, ChunkedTFLiteLeg
         from parity.fp64_model import to_float64
 
+        chunks = zoo.chunk_seq_lens
         return {
             L.HF: lambda: L.HFLeg(L.load_hf_model(checkpoint)),
             L.STD: lambda: L.ReauthoredLeg(reauthored(), length, L.STD),
-            L.FLASH: lambda: L.ReauthoredLeg(
-                L.route_attention(reauthored(), self.attention_impl, zoo.kernel_options),
-                length,
-                L.FLASH,
-            ),
+            L.FLASH: lambda: L.ReauthoredLeg(flash_model(), length, L.FLASH),
             L.ORACLE: lambda: L.ReauthoredLeg(to_float64(self._zoo_reauthored()), length, L.ORACLE),
             L.TFLITE_STD: tflite("std", L.TFLITE_STD),
             L.TFLITE_FLASH: tflite("flash", L.TFLITE_FLASH),
+            L.STD_CHUNKED: lambda: ChunkedReauthoredLeg(
+                reauthored(), length, L.STD_CHUNKED, chunks
+            ),
+            L.FLASH_CHUNKED: lambda: ChunkedReauthoredLeg(
+                flash_model(), length, L.FLASH_CHUNKED, chunks
+            ),
+            L.TFLITE_STD_CHUNKED: tflite("std", L.TFLITE_STD_CHUNKED, chunked=True),
+            L.TFLITE_FLASH_CHUNKED: tflite("flash", L.TFLITE_FLASH_CHUNKED, chunked=True),
         }
 
 
 def _ordered(legs: Iterable[str]) -> list:
-    order = (L.ORACLE,) + L.ALL_LEGS
+    order = (L.ORACLE,) + L.ALL_LEGS + L.CHUNKED_LEGS
     return sorted(legs, key=lambda leg: order.index(leg) if leg in order else len(order))
 
 

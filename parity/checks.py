@@ -16,7 +16,8 @@ top-2 margins there and the first layer over budget.
 - ``check_flash_vs_standard``: the owner's bound, max |flash - standard| <= 1e-4
   over prefill and decode logits, at the same stage (PyTorch or TFLite; see
   ``parity.tolerances.FLASH_VS_STANDARD_ATOL`` for what the TFLite stage records).
-- ``check_greedy``: token-id identity of greedy generation with the oracle.
+- ``check_greedy``: token-id identity of greedy generation with the oracle (or,
+  for a chunked leg, with its one-shot leg).
 
 Every check takes the prompt's ``OracleSpread`` (``Chain.spread(prompt)``).
 """
@@ -30,7 +31,7 @@ import torch
 
 from parity import legs as L
 from parity.compare import Comparison, assert_close_to_oracle
-from parity.diagnose import diagnose, first_divergence
+from parity.diagnose import diagnose, first_divergence, top_two
 from parity.error_spread import OracleSpread, Spread
 from parity.tolerances import FLASH_VS_STANDARD_ATOL, MODEL_FP32, SpreadErrorModel
 
@@ -229,7 +230,7 @@ def check_flash_vs_standard(
     diff = (actual - expected).abs().nan_to_num(nan=float("inf"))  # (T + n - 1, V)
     worst = float(diff.max())
     held = worst <= FLASH_VS_STANDARD_ATOL
-    if flash_leg in L.TFLITE_LEGS:
+    if L.is_tflite(flash_leg):
         bound = 2 * logit_allowance(spread, "all", judge).unsqueeze(-1)  # (T + n - 1, 1)
         what = "sum of both legs' derived allowances"
         note = f"owner's bound {FLASH_VS_STANDARD_ATOL:g}: {'held' if held else 'not held'}"
@@ -272,39 +273,45 @@ def check_greedy(
     record: Record,
     token_text: TokenText = str,
     judge: Judge = DEFAULT_JUDGE,
+    against: str = L.ORACLE,
 ) -> int:
-    """Greedy token ids of ``leg`` identical to the oracle's at every step.
+    """Greedy token ids of ``leg`` identical to those of ``against`` (default the oracle's)
+    at every step; e.g. a chunked leg against its one-shot leg.
 
     One exception, stated in the record: a flip at a step where the oracle's
     top-2 margin is at most twice that step's logit allowance is a near-tie the
     error bound itself permits (an error e on both logits can swap them only if
-    the oracle's margin is <= 2e); later tokens then follow another text and are
-    not compared. Returns the number of identical steps.
+    the oracle's margin is <= 2e; two legs each within e of the oracle can only
+    choose differently where one of them leaves the oracle's choice, so the same
+    margin decides); later tokens then follow another text and are not
+    compared. Returns the number of identical steps.
 
     Raises:
       AssertionError: a flip at a margin larger than that.
     """
     run, oracle = runs[leg], runs[L.ORACLE]
-    found = first_divergence(run, oracle)
+    found = first_divergence(run, runs[against])
     steps = len(oracle.chosen)
     identical = steps if found is None else found.step
-    allowance = 0.0
+    allowance = margin = 0.0
     if found is not None:  # step s chose from step_logits[s]: its allowance row
         allowance = float(_rows_allowance(spread.step_logits, judge)[found.step])
-    tie = found is not None and found.oracle_top.margin <= 2 * allowance
+        margin = top_two(oracle.step_logits[found.step]).margin
+    tie = found is not None and margin <= 2 * allowance
     detail = f"identical_steps={identical}/{steps}"
     if found is not None:
-        detail += f" first_divergence_step={found.step} oracle_margin={found.oracle_top.margin:.3e}"
+        detail += f" first_divergence_step={found.step} oracle_margin={margin:.3e}"
         detail += f" near_tie={tie} (2x logit allowance {2 * allowance:.3e})"
-    record(suite="parity", case_id=case_id, model=model, legs=f"{leg}-vs-{L.ORACLE}",
+    record(suite="parity", case_id=case_id, model=model, legs=f"{leg}-vs-{against}",
            metric="greedy_identical_steps", value=float(identical), tolerance=float(steps),
            passed=found is None or tie, shapes=f"{steps} steps", details=detail)  # fmt: skip
     if found is None or tie:
         return identical
     message = (
-        f"{leg} greedy generation differs from {L.ORACLE} for case {case_id}: identical for"
-        f" {identical} of {steps} steps; the oracle's top-2 margin at the divergence"
-        f" ({found.oracle_top.margin:.3e}) exceeds twice the logit allowance ({2 * allowance:.3e}),"
+        f"{leg} greedy generation differs from {against} for case {case_id}: identical for"
+        f" {identical} of {steps} steps (at step {found.step} {leg} chose {found.leg_token},"
+        f" {against} chose {found.oracle_token}); the oracle's top-2 margin at the divergence"
+        f" ({margin:.3e}) exceeds twice the logit allowance ({2 * allowance:.3e}),"
         f" so this is not a rounding near-tie\n"
         f"  Reproduce: {judge.reproduce.format(case_id=case_id)}"
     )

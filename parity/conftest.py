@@ -172,13 +172,32 @@ class ChainStore:
         return self._chains[model.name]
 
     def _user_legs(self, model_name: str) -> dict:
-        """The user's .tflite as the tflite_flash leg of the model it fits."""
+        """The user's .tflite as the tflite_flash leg (and, if it has the chunk
+        signatures, the tflite_flash_chunked leg) of the model it fits."""
         from parity import legs as L
+        from parity.chunked import ChunkedTFLiteLeg
+        from parity.zoo import zoo_model
 
         if self.user_tflite is None or self.user_tflite[1] != model_name:
             return {}
         path = self.user_tflite[0].path
-        return {L.TFLITE_FLASH: lambda: L.TFLiteLeg(path, L.TFLITE_FLASH)}
+        model = zoo_model(model_name)
+
+        def chunked():
+            leg = ChunkedTFLiteLeg(path, L.TFLITE_FLASH_CHUNKED, model.chunk_seq_lens)
+            missing = sorted(set(model.chunk_seq_lens) - set(leg.runner.prefill_signatures))
+            if missing:
+                lengths = " ".join(map(str, sorted({model.prefill_seq_len, *model.chunk_seq_lens})))
+                pytest.skip(
+                    f"--tflite {path} has no prefill signatures {missing} for chunked prefill;"
+                    f" convert it with --prefill_seq_lens {lengths} to run this case"
+                )
+            return leg
+
+        return {
+            L.TFLITE_FLASH: lambda: L.TFLiteLeg(path, L.TFLITE_FLASH),
+            L.TFLITE_FLASH_CHUNKED: chunked,
+        }
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,13 @@ Each model bug also comes as a builder for ``--model-builder``:
 ``parity.injected_bugs:build_with_<bug>`` (``BUGGY_BUILDERS``), the plain builder
 with the bug in layer 1.
 
+Chunked-prefill bug for the chunked legs (``parity.chunked``):
+``chunks_starting_one_early`` is the right chunking except that every chunk
+after the first is fed one position early (its first token overwrites the cache
+row of the previous chunk's last token, and every later position is one short):
+an off-by-one at each chunk boundary, as a runner advancing its position by
+``chunk - 1`` would make.
+
 Kernel-level bug for ``--attention-impl``: ``drifting_flash_attention`` is
 ``edge_flash.flash_attention`` scaled by (1 + 1e-3).
 """
@@ -96,6 +103,16 @@ def inject(model: torch.nn.Module, bug: str, layer: int) -> torch.nn.Module:
     rewrite = MODEL_BUGS[bug]
     blocks[layer].register_forward_pre_hook(lambda module, args: rewrite(model, args))
     return model
+
+
+def chunks_starting_one_early(prompt_len: int, signature_lengths) -> list:
+    """``parity.chunked.planned_chunks`` with every chunk after the first one position early."""
+    import dataclasses
+
+    from parity.chunked import planned_chunks
+
+    chunks = planned_chunks(prompt_len, signature_lengths)
+    return chunks[:1] + [dataclasses.replace(c, position=c.position - 1) for c in chunks[1:]]
 
 
 # ---- model builders with one bug each, for --model-builder ----------------------

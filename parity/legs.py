@@ -9,7 +9,12 @@ A leg prefills a prompt and then decodes one token at a time with a KV cache:
 - ``tflite_std`` / ``tflite_flash``: the two converted to TFLite, run in LiteRT
   through ``edge_flash.runtime.LiteRTRunner`` (XNNPACK, as on device);
 - ``oracle_fp64``: the re-authored standard model lifted to float64
-  (``parity.fp64_model``): the oracle every other leg is measured against.
+  (``parity.fp64_model``): the oracle every other leg is measured against;
+- ``<leg>_chunked`` for the four legs above but HF (``parity.chunked``): the same
+  model prefilled in chunks as LiteRT-LM does (``edge_flash.runtime.chunk_plan``
+  over the zoo entry's ``chunk_seq_lens``), the cache carried between chunks.
+  Chunking does not change the exact math, so each is judged like its one-shot
+  leg (``BASE_OF``), against the same one-shot oracle.
 
 ``run_leg`` drives a leg through prefill and decode and returns a ``LegRun``
 with everything the checks compare: prefill logits at every position, the
@@ -37,14 +42,40 @@ FLASH = "reauthored_flash"
 TFLITE_STD = "tflite_std"
 TFLITE_FLASH = "tflite_flash"
 ORACLE = "oracle_fp64"
+STD_CHUNKED = "reauthored_std_chunked"
+FLASH_CHUNKED = "reauthored_flash_chunked"
+TFLITE_STD_CHUNKED = "tflite_std_chunked"
+TFLITE_FLASH_CHUNKED = "tflite_flash_chunked"
 PYTORCH_LEGS = (HF, STD, FLASH)
 TFLITE_LEGS = (TFLITE_STD, TFLITE_FLASH)
-ALL_LEGS = PYTORCH_LEGS + TFLITE_LEGS
+ALL_LEGS = PYTORCH_LEGS + TFLITE_LEGS  # one-shot prefill
+CHUNKED_LEGS = (STD_CHUNKED, FLASH_CHUNKED, TFLITE_STD_CHUNKED, TFLITE_FLASH_CHUNKED)
 
-# The standard leg at the same stage as each flash leg (owner's 1e-4 bound).
-STANDARD_OF = {FLASH: STD, TFLITE_FLASH: TFLITE_STD}
-# The PyTorch model each TFLite leg was converted from.
-SOURCE_OF = {TFLITE_STD: STD, TFLITE_FLASH: FLASH}
+# The one-shot leg each chunked leg is judged like: the same model, the same
+# oracle, error model and budgets (chunking changes the summation order at most,
+# which the error spread's worst-order model already covers; each real row's
+# math is the same, padded rows come after it and are masked from it). Its
+# TFLite-or-PyTorch kind, and so its owner's-bound rule, is its base leg's.
+BASE_OF = {STD_CHUNKED: STD, FLASH_CHUNKED: FLASH,
+           TFLITE_STD_CHUNKED: TFLITE_STD, TFLITE_FLASH_CHUNKED: TFLITE_FLASH}  # fmt: skip
+# The standard leg at the same stage (and the same chunking) as each flash leg
+# (owner's 1e-4 bound).
+STANDARD_OF = {FLASH: STD, TFLITE_FLASH: TFLITE_STD,
+               FLASH_CHUNKED: STD_CHUNKED, TFLITE_FLASH_CHUNKED: TFLITE_STD_CHUNKED}  # fmt: skip
+# The PyTorch model each TFLite leg was converted from (for a chunked TFLite leg,
+# that model run on the same chunks, so its layers are searched like for like).
+SOURCE_OF = {TFLITE_STD: STD, TFLITE_FLASH: FLASH,
+             TFLITE_STD_CHUNKED: STD_CHUNKED, TFLITE_FLASH_CHUNKED: FLASH_CHUNKED}  # fmt: skip
+
+
+def base_leg(leg: str) -> str:
+    """The one-shot leg ``leg`` is judged like: itself, or a chunked leg's ``BASE_OF``."""
+    return BASE_OF.get(leg, leg)
+
+
+def is_tflite(leg: str) -> bool:
+    """Whether ``leg`` runs a converted model in LiteRT (one-shot or chunked)."""
+    return base_leg(leg) in TFLITE_LEGS
 
 
 @dataclasses.dataclass
@@ -245,19 +276,25 @@ class ReauthoredLeg(Leg):
         self.position = 0
 
     def prefill(self, token_ids: Sequence[int]) -> Step:
+        self.new_cache()
+        out = self._forward(token_ids)
+        return dataclasses.replace(out, kv=self.cache_rows(len(token_ids)))
+
+    def new_cache(self) -> None:
+        """An empty KV cache; the next call starts at position 0."""
         from litert_torch.generative.layers import kv_cache as kv_utils
 
         self.cache = kv_utils.KVCache.from_model_config(
             self.kv_cache_max_len, self.model.config, dtype=self.dtype
         )
         self.position = 0
-        out = self._forward(token_ids)
-        rows = len(token_ids)
-        kv = [
+
+    def cache_rows(self, rows: int) -> list:
+        """Per layer (k, v), each (rows, G, H) float64: cache slots 0..rows-1."""
+        return [
             (entry.k_cache[0, :rows].to(torch.float64), entry.v_cache[0, :rows].to(torch.float64))
             for entry in self.cache.caches
-        ]  # each (T, G, H)
-        return dataclasses.replace(out, kv=kv)
+        ]
 
     def decode(self, token_id: int) -> Step:
         return self._forward([token_id])
@@ -303,7 +340,10 @@ class TFLiteLeg(Leg):
                 f"{self.runner.model_path} has no prefill logits; convert it with"
                 " output_logits_on_prefill=True (edge_flash.convert does by default)"
             )
-        rows = len(token_ids)
+        return self.step_after_prefill(logits, len(token_ids))
+
+    def step_after_prefill(self, logits, rows: int) -> Step:
+        """The Step of a prefill that returned ``logits`` (T, V): with cache slots 0..rows-1."""
         kv = [
             (torch.from_numpy(k[0, :rows]).to(torch.float64),
              torch.from_numpy(v[0, :rows]).to(torch.float64))

@@ -3,7 +3,8 @@
 Each leg is fed the oracle's tokens and its own greedy choice is recorded at
 every step, so the first differing choice is where its own free-running text
 would first differ. ``test_teacher_forced_choices_equal_free_running_generation``
-checks that claim on real free-running generation.
+checks that claim on real free-running generation. A chunked leg's greedy
+tokens must also equal its one-shot leg's (chunking must not change the text).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from parity.checks import check_greedy
 from parity.zoo import TINY_RANDOM
 
 
-@pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS))
+@pytest.mark.parametrize("case", leg_cases(L.ALL_LEGS + L.CHUNKED_LEGS))
 def test_greedy_tokens_identical_to_oracle(case, chains, record_result, judge):
     """The leg's greedy token ids equal the oracle's at every generation step."""
     chain = chains.get(case.model)
@@ -24,6 +25,22 @@ def test_greedy_tokens_identical_to_oracle(case, chains, record_result, judge):
     check_greedy(
         runs, case.leg, spread=chain.spread(case.prompt), case_id=case.case_id,
         model=case.model.name, record=record_result,
+        token_text=lambda token: chain.prepared.decode([token]), judge=judge,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", leg_cases(L.CHUNKED_LEGS))
+def test_greedy_tokens_after_chunked_prefill_equal_one_shot_prefill(
+    case, chains, record_result, judge
+):
+    """After a chunked prefill the leg chooses the same greedy token ids as after one-shot
+    prefill, except past a flip at an oracle near-tie (margin <= 2x the logit allowance)."""
+    chain = chains.get(case.model)
+    one_shot = L.base_leg(case.leg)
+    runs = chain.runs(case.prompt, [case.leg, one_shot])
+    check_greedy(
+        runs, case.leg, spread=chain.spread(case.prompt), case_id=case.case_id,
+        model=case.model.name, record=record_result, against=one_shot,
         token_text=lambda token: chain.prepared.decode([token]), judge=judge,
     )  # fmt: skip
 

@@ -20,6 +20,7 @@ from parity import checks
 from parity import injected_bugs as bugs
 from parity import legs as L
 from parity.chain import Chain
+from parity.chunked import ChunkedReauthoredLeg, ChunkedTFLiteLeg, planned_chunks
 from parity.diagnose import first_divergence, top_two
 from parity.error_spread import OracleSpread, Spread
 from parity.zoo import TINY_RANDOM
@@ -40,6 +41,21 @@ def _chain_with(chains, leg: str, make_model) -> Chain:
     for prompt in prepared.prompt_ids:
         good.runs(prompt, [L.HF, L.STD, L.FLASH])
     return Chain(prepared, chains.attention_impl, None, {leg: factory}, reuse=good)
+
+
+def _chain_with_chunker(chains, leg: str, chunker) -> Chain:
+    """The tiny model's session chain with chunked ``leg`` fed ``chunker``'s chunks."""
+    good = chains.get(TINY_RANDOM)
+    prepared, lengths = good.prepared, TINY_RANDOM.chunk_seq_lens
+
+    def factory():
+        if L.is_tflite(leg):
+            path = good.tflite_store.path(prepared, "std")
+            return ChunkedTFLiteLeg(path, leg, lengths, chunker=chunker)
+        model = L.build_reauthored(prepared.checkpoint, TINY_RANDOM.builder, LENGTH)
+        return ChunkedReauthoredLeg(model, LENGTH, leg, lengths, chunker=chunker)
+
+    return Chain(prepared, chains.attention_impl, good.tflite_store, {leg: factory}, reuse=good)
 
 
 def _with_model_bug(bug: str):
@@ -149,6 +165,48 @@ def test_kernel_dropping_the_partial_kv_block_fails_once_decode_reaches_it(chain
     step = int(message.split("Greatest error at: decode step ")[1].split()[0])
     assert step >= 9, "positions < 96 never see the partial block [96, 100)"
     assert "first layer over budget: layer 0 of reauthored_flash" in message
+
+
+def _assert_chunk_bug_caught(chains, leg: str) -> str:
+    """The right chunks pass every chunked check on ids-9 (7 + 2 tokens, two chunks); the
+    same leg fed each later chunk one position early fails them. Returns the prefill failure."""
+    right = _chain_with_chunker(chains, leg, planned_chunks)
+    wrong = _chain_with_chunker(chains, leg, bugs.chunks_starting_one_early)
+    _passes(checks.check_logits, right, "ids-9", leg, "prefill")
+    _passes(checks.check_logits, right, "ids-9", leg, "decode")
+    _passes(checks.check_kv_cache, right, "ids-9", leg)
+    message = _failure(checks.check_logits, wrong, "ids-9", leg, "prefill")
+    assert f"{leg} is not close to the oracle_fp64" in message
+    # Rows before the first chunk boundary ran before the wrong position did any harm.
+    position = int(re.search(r"Greatest error at: prompt position (\d+)", message).group(1))
+    assert position >= max(TINY_RANDOM.chunk_seq_lens), message
+    kv_message = _failure(checks.check_kv_cache, wrong, "ids-9", leg)
+    assert re.search(r"Greatest error at: layer \d+ [kv] cache, prompt position", kv_message)
+    _failure(checks.check_logits, wrong, "ids-9", leg, "decode")
+    return message
+
+
+def test_chunk_fed_one_position_early_fails_the_chunked_pytorch_leg_at_layer_0(chains):
+    """reauthored_std_chunked with every chunk after the first one position early: prefill
+    logits after the boundary, the cache and decode fail, layer 0 named; right chunks pass."""
+    message = _assert_chunk_bug_caught(chains, L.STD_CHUNKED)
+    # Every layer writes its cache one slot early, so the first layer is already off.
+    assert "first layer over budget: layer 0 of reauthored_std_chunked" in message
+
+
+@pytest.mark.tflite
+def test_chunk_fed_one_position_early_fails_the_chunked_tflite_leg(chains):
+    """tflite_std_chunked fed the same wrong chunks through LiteRT fails the same checks; its
+    PyTorch source on the right chunks is within budget, so the diagnosis blames the runtime.
+    The harness's own chunk loop on the right chunks gives the runner method's logits exactly."""
+    message = _assert_chunk_bug_caught(chains, L.TFLITE_STD_CHUNKED)
+    assert "so the difference arises in conversion or in the LiteRT runtime" in message
+    own_loop = _chain_with_chunker(chains, L.TFLITE_STD_CHUNKED, planned_chunks)
+    method = chains.get(TINY_RANDOM)
+    for prompt in TINY_RANDOM.prompts:
+        expected = method.runs(prompt.name, [L.TFLITE_STD_CHUNKED])[L.TFLITE_STD_CHUNKED]
+        actual = own_loop.runs(prompt.name, [L.TFLITE_STD_CHUNKED])[L.TFLITE_STD_CHUNKED]
+        assert torch.equal(actual.prefill_logits, expected.prefill_logits), prompt.name
 
 
 @pytest.mark.quick

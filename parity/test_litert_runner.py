@@ -4,7 +4,7 @@ One conversion per session (through the CLI, so its success path is tested
 too): TinyLlama-1.1B's config.json fields with 2 layers and a 512-token vocab,
 flash attention, prefill signatures of 16 and 64 tokens, KV cache 128, fp32.
 The runner's cache readback is compared with the PyTorch flash model and its
-errors are tested by text. The converted models' logits and greedy tokens are
+errors are tested by text, chunked prefill (``prefill_chunked``) included. The converted models' logits and greedy tokens are
 judged against the float64 oracle by the chain suites (``parity/test_chain_*.py``,
 TFLite legs of the zoo's models, with the derived error model).
 """
@@ -137,3 +137,55 @@ def test_runner_errors_name_the_problem(tflite_path, tmp_path):
         runner.decode(1)
     with pytest.raises(LiteRTInputError, match="decode at position 128 needs 129 KV slots"):
         runner.decode(1)
+
+
+def test_chunked_prefill_returns_one_logits_row_per_prompt_token(tflite_path):
+    """40 tokens through prefill_16 alone (16 + 16 + 8 padded): (40, vocab) logits, the
+    position advanced by 40, the first chunk's rows bit-identical to prefill of its 16."""
+    prompt = PROMPTS["ids-40"]
+    runner = LiteRTRunner(tflite_path)
+    chunked = runner.prefill_chunked(prompt, signature_lengths=[16])
+    assert chunked.shape == (40, runner.vocab_size) and chunked.dtype == np.float32
+    assert runner.position == 40
+    runner.reset()
+    first = runner.prefill(prompt[:16], signature_len=16)
+    np.testing.assert_array_equal(chunked[:16], first)  # the same call on the same inputs
+
+
+def test_chunked_prefill_through_one_signature_equals_prefill(tflite_path):
+    """A prompt that fits one chunk (10 tokens with every signature: prefill_16) runs exactly
+    the call prefill makes: logits and cache bit-identical."""
+    prompt = PROMPTS["ids-10"]
+    runner = LiteRTRunner(tflite_path)
+    chunked, chunked_kv = runner.prefill_chunked(prompt), runner.kv_cache()
+    runner.reset()
+    one_shot = runner.prefill(prompt)
+    np.testing.assert_array_equal(chunked, one_shot)
+    for (k_chunked, v_chunked), (k, v) in zip(chunked_kv, runner.kv_cache(), strict=True):
+        np.testing.assert_array_equal(k_chunked, k)
+        np.testing.assert_array_equal(v_chunked, v)
+
+
+def test_chunked_prefill_errors_name_the_problem(tflite_path):
+    """Unknown signatures, bad lengths, an empty prompt, a padded last chunk past the cache:
+    LiteRTInputError naming the problem, raised before any chunk runs."""
+    runner = LiteRTRunner(tflite_path)
+    with pytest.raises(LiteRTInputError, match=r"no prefill signature of \[8\] rows \(it has \[16, 64\]\)"):  # noqa: E501
+        runner.prefill_chunked(list(range(1, 20)), signature_lengths=[8, 16])
+    with pytest.raises(LiteRTInputError, match="signature_lengths is empty"):
+        runner.prefill_chunked([1, 2], signature_lengths=[])
+    with pytest.raises(LiteRTInputError, match="tokens is empty"):
+        runner.prefill_chunked([])
+    with pytest.raises(LiteRTInputError, match=r"prompt has 40 tokens; signature_len \(16\) takes"):
+        runner.prefill(PROMPTS["ids-40"], signature_len=16)
+    runner.prefill_chunked(list(range(1, 101)), signature_lengths=[64])  # 64 + 36 padded to 64
+    before = runner.kv_cache()
+    with pytest.raises(
+        LiteRTInputError,
+        match=r"chunked prefill of 20 tokens in chunks \[16, 4\] at position 100 needs 132 KV slots",
+    ):
+        runner.prefill_chunked(list(range(1, 21)), signature_lengths=[16])  # 100 + 16 + 16 > 128
+    assert runner.position == 100
+    for (k_before, v_before), (k, v) in zip(before, runner.kv_cache(), strict=True):
+        np.testing.assert_array_equal(k_before, k)
+        np.testing.assert_array_equal(v_before, v)

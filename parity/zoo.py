@@ -72,6 +72,9 @@ class ZooModel:
       max_new_tokens: greedy tokens generated per prompt (one from prefill, the rest decoded).
       kv_cache_max_len: KV cache length S (and mask cache size) of every leg.
       prefill_seq_len: length of the TFLite prefill signature; prompts are padded to it.
+      chunk_seq_lens: the further prefill signatures the chunked legs use
+        (``parity.chunked``): every prompt longer than one token is split into
+        several chunks by ``edge_flash.runtime.chunk_plan`` over these alone.
       kernel_options: block sizes passed to the flash kernel when it accepts them.
       builder: "generic" (``edge_flash.build_model``) or "smollm2" (``edge_flash.smollm``).
       has_golden: whether golden/ holds reference outputs for it.
@@ -84,6 +87,7 @@ class ZooModel:
     kv_cache_max_len: int
     prefill_seq_len: int
     kernel_options: Mapping[str, int]
+    chunk_seq_lens: tuple[int, ...] = ()
     builder: str = "generic"
     has_golden: bool = True
 
@@ -92,6 +96,12 @@ class ZooModel:
 # [96, 100); the 88-token prompt plus 11 decode steps reaches position 98, so a
 # kernel that mishandles the last partial block changes the logits. q blocks of
 # 32 split the 88-token prefill into 32 + 32 + 24 rows (a partial query block too).
+# Chunk signatures 5 and 7: ids-9 runs as 7 + 2 (padded to 5), ids-88 as twelve
+# chunks of 7 + 4 (padded to 5): both remainders fit no signature exactly; the
+# chunks [28, 35) and [63, 70) cross the kv block boundaries 32 and 64, so a
+# chunk's queries read keys of the previous block written by an earlier call.
+# (8 and 32 would not do: 88 would end 32 + 32 + 24 on kv block boundaries, and
+# ids-9 would be one chunk.)
 TINY_RANDOM = ZooModel(
     name="tiny-random-llama",
     marks=("quick",),
@@ -104,11 +114,15 @@ TINY_RANDOM = ZooModel(
     kv_cache_max_len=100,
     prefill_seq_len=88,
     kernel_options={"q_block_size": 32, "kv_block_size": 32},
+    chunk_seq_lens=(5, 7),
 )
 
 # TinyLlama's attention shape; S = 160 in kv blocks of 64 (last one partial:
 # [128, 160)); the 40-token prompt + 8 decode steps stays in the first block,
 # the 120-token one reaches position 127 + 8 = 135, inside the partial block.
+# Chunk signatures 10 and 28: ids-40 runs as 28 + 12 (padded to 28), ids-120 as
+# 4 x 28 + 8 (padded to 10); the chunk [56, 84) crosses the kv block boundary 64.
+# (A largest chunk of 24 or 30 would divide 120; 40 < 64 cannot cross a block.)
 TINYLLAMA_SHAPED = ZooModel(
     name="tinyllama-shaped",
     marks=(),
@@ -117,6 +131,7 @@ TINYLLAMA_SHAPED = ZooModel(
     kv_cache_max_len=160,
     prefill_seq_len=120,
     kernel_options={"q_block_size": 64, "kv_block_size": 64},
+    chunk_seq_lens=(10, 28),
 )
 
 # SmolLM2 with its chat template (a 37-token prompt for "What is a turboprop?").
@@ -124,6 +139,9 @@ TINYLLAMA_SHAPED = ZooModel(
 # make 4 blocks of S = 256 (the generation crosses from the first into the
 # second); one q block covers the 64-row prefill: small unrolled graphs for the
 # flash conversion (each KV block adds ~23 ops per layer, FACTS.md).
+# One chunk signature, 16 (each signature adds a conversion of the 135M model):
+# the 37- and 38-token prompts run as 16 + 16 + 5 or 6 (padded to 16). No prompt
+# reaches the kv block boundary 64; the decode steps after it do.
 SMOLLM2 = ZooModel(
     name="smollm2-135m",
     marks=("slow",),
@@ -135,6 +153,7 @@ SMOLLM2 = ZooModel(
     kv_cache_max_len=256,
     prefill_seq_len=64,
     kernel_options={"q_block_size": 64, "kv_block_size": 64},
+    chunk_seq_lens=(16,),
     builder="smollm2",
 )
 
@@ -146,6 +165,7 @@ USER_CHECKPOINT = ZooModel(
     kv_cache_max_len=256,
     prefill_seq_len=64,
     kernel_options={"q_block_size": 64, "kv_block_size": 64},
+    chunk_seq_lens=(16,),  # as SmolLM2's: a prompt of 17 tokens or more is split
     has_golden=False,
 )
 
