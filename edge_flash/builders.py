@@ -21,7 +21,7 @@ import litert_torch.generative.layers.model_config as cfg
 import torch
 from litert_torch.generative.utilities import model_builder
 
-from edge_flash import hf_config, loader
+from edge_flash import families, hf_config, loader
 from edge_flash.integration import enable_flash_attention
 
 # "auto" uses flash from this prefill length up. Measured in LiteRT (XNNPACK)
@@ -62,14 +62,22 @@ def build_model(
     *,
     use_flash_attention: FlashChoice = False,
     mask_cache_size: int = 0,
-) -> model_builder.DecoderOnlyModel:
-    """A litert-torch ``DecoderOnlyModel`` of any Llama-family HF checkpoint directory.
+    family: Optional[str] = None,
+) -> torch.nn.Module:
+    """The litert-torch model of an HF checkpoint directory of any family in ``edge_flash.families``.
+
+    Llama checkpoints (``model_type`` "llama" without Llama 3's RoPE scaling)
+    build as a ``DecoderOnlyModel`` loaded by ``edge_flash.loader``; every other
+    family is built by litert-torch's own module for it (its model class, its
+    loader and tensor names), with the sizes of the checkpoint's config.json.
 
     Args:
       checkpoint_path: directory with config.json and *.safetensors (HF names).
       use_flash_attention: True, False or "auto" (see the module docstring).
       mask_cache_size: size of the causal mask cache (0: pass masks explicitly);
         at most the config's max_position_embeddings.
+      family: a name in ``edge_flash.families.FAMILIES`` to build with that family's
+        module (e.g. "deepseek" for a Qwen 2 checkpoint); None picks it by model_type.
 
     Returns:
       The model in eval mode, fp32, on CPU.
@@ -87,7 +95,11 @@ def build_model(
             f"checkpoint_path '{directory}' has no config.json; build_model reads the"
             " architecture from it (or use edge_flash.tiny_llama / edge_flash.smollm)"
         )
-    config = hf_config.model_config_from_hf(hf, source=f"config.json '{directory}'")
+    source = f"config.json '{directory}'"
+    chosen = families.family_named(family) if family else families.family_for(hf, source)
+    if chosen is not None:
+        return build_family_model(directory, chosen, hf, mask_cache_size, use_flash_attention)
+    config = hf_config.model_config_from_hf(hf, source=source)
     return build_from_config(
         checkpoint_path,
         config,
@@ -95,6 +107,38 @@ def build_model(
         mask_cache_size=mask_cache_size,
         use_flash_attention=use_flash_attention,
     )
+
+
+def build_family_model(
+    directory: os.PathLike,
+    family: "families.Family",
+    hf: dict,
+    mask_cache_size: int = 0,
+    use_flash_attention: FlashChoice = False,
+) -> torch.nn.Module:
+    """``family``'s litert-torch model of the checkpoint in ``directory`` (config ``hf``).
+
+    Raises:
+      ConfigMismatchError: a config field the family cannot honour.
+      ValueError: ``mask_cache_size`` outside [0, max_position_embeddings].
+    """
+    from litert_torch.generative.utilities import model_builder as litert_builder
+
+    config = family.model_config(hf, source=f"config.json '{directory}'")
+    if not 0 <= mask_cache_size <= config.max_seq_len:
+        raise ValueError(
+            f"mask_cache_size ({mask_cache_size}) must be in [0, max_seq_len ="
+            f" {config.max_seq_len}]"
+        )
+    model_class = family.model_class_and_names()[0]
+    model = litert_builder.build_decoder_only_model(
+        str(directory),
+        config,
+        family.tensor_names_for(config),
+        model_class,
+        mask_cache_size=mask_cache_size,
+    )
+    return apply_attention_choice(model.eval(), use_flash_attention)
 
 
 def build_fixed_model(

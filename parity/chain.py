@@ -164,7 +164,9 @@ def build_candidate(prepared: PreparedModel, model_builder: ModelBuilder | None)
     """The re-authored model under test: the user's builder's, else the zoo builder's."""
     zoo = prepared.zoo
     if model_builder is None:
-        return L.build_reauthored(prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+        return L.build_reauthored(
+            prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len, zoo.family
+        )
     return model_builder.build(prepared.checkpoint, zoo.kv_cache_max_len)
 
 
@@ -248,7 +250,9 @@ class Chain:
     def _zoo_reauthored(self):
         """The zoo builder's model: the oracle's, independent of the candidate builder."""
         zoo = self.prepared.zoo
-        return L.build_reauthored(self.prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+        return L.build_reauthored(
+            self.prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len, zoo.family
+        )
 
     def _candidate(self):
         return build_candidate(self.prepared, self.model_builder)

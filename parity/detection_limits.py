@@ -71,7 +71,9 @@ def perturbed_chain(chain, leg: str, perturbation: Perturbation):
     options = L.accepted_options(base, zoo.kernel_options) if leg == L.FLASH else {}
 
     def factory():
-        model = L.build_reauthored(prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len)
+        model = L.build_reauthored(
+            prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len, zoo.family
+        )
         blocks = model.transformer_blocks
         chosen = range(len(blocks)) if perturbation.layers is None else perturbation.layers
         for index in chosen:
@@ -124,7 +126,10 @@ def measure(chain, legs=(L.STD, L.FLASH), record=None, say=print, steps: int = S
     ``record_result`` fields) gets one row each.
     """
     blocks = L.build_reauthored(
-        chain.prepared.checkpoint, chain.prepared.zoo.builder, chain.prepared.zoo.kv_cache_max_len
+        chain.prepared.checkpoint,
+        chain.prepared.zoo.builder,
+        chain.prepared.zoo.kv_cache_max_len,
+        chain.prepared.zoo.family,
     ).transformer_blocks
     middle = len(blocks) // 2
     rows = []
@@ -184,8 +189,10 @@ def main(argv=None) -> int:
         chain = Chain(prepare(zoo_model(args.model), Path(work)), edge_flash.flash_attention)
         record = None
         if writer is not None:
+
             def record(**fields):
                 writer.record(ResultRow(test="parity.detection_limits", **fields))
+
         measure(chain, legs=tuple(args.legs), record=record, steps=args.steps)
     if writer is not None:
         writer.close()

@@ -239,7 +239,11 @@ class HFLeg(Leg):
     def prefill(self, token_ids: Sequence[int]) -> Step:
         from transformers import DynamicCache
 
-        self.cache = DynamicCache(config=self.model.config)
+        # No config: every layer keeps all its rows. With the config, transformers 5 gives
+        # sliding-window layers (Gemma 2, 3) a cache of the last window's rows only, and
+        # the KV cache check compares every row written by prefill. The sliding mask
+        # comes from the model's config either way.
+        self.cache = DynamicCache()
         out = self._forward(token_ids)
         kv = [
             (layer.keys[0].transpose(0, 1).to(torch.float64),  # (T, G, H)
@@ -366,12 +370,15 @@ def load_hf_model(checkpoint) -> torch.nn.Module:
     return model.eval()
 
 
-def build_reauthored(checkpoint, builder: str, kv_cache_max_len: int) -> torch.nn.Module:
+def build_reauthored(
+    checkpoint, builder: str, kv_cache_max_len: int, family: str | None = None
+) -> torch.nn.Module:
     """The litert-torch model of a checkpoint, standard attention, mask cache of size S.
 
     Args:
-      builder: "smollm2" (``edge_flash.smollm.build_model_v2``) or "generic"
-        (``edge_flash.build_model``).
+      builder: "smollm2" (``edge_flash.smollm.build_model_v2``), "generic"
+        (``edge_flash.build_model``) or "family" (``edge_flash.build_model`` with
+        ``family``: litert-torch's own module for it).
 
     Raises:
       ValueError: unknown builder.
@@ -382,7 +389,9 @@ def build_reauthored(checkpoint, builder: str, kv_cache_max_len: int) -> torch.n
         return edge_flash.smollm.build_model_v2(checkpoint, mask_cache_size=kv_cache_max_len)
     if builder == "generic":
         return edge_flash.build_model(checkpoint, mask_cache_size=kv_cache_max_len)
-    raise ValueError(f"builder ({builder!r}) must be 'smollm2' or 'generic'")
+    if builder == "family":
+        return edge_flash.build_model(checkpoint, mask_cache_size=kv_cache_max_len, family=family)
+    raise ValueError(f"builder ({builder!r}) must be 'smollm2', 'generic' or 'family'")
 
 
 def route_attention(model: torch.nn.Module, fn: Callable, options: Mapping[str, int]):
@@ -390,4 +399,3 @@ def route_attention(model: torch.nn.Module, fn: Callable, options: Mapping[str, 
     import edge_flash
 
     return edge_flash.use_attention(model, fn, **accepted_options(fn, options))
-

@@ -89,7 +89,12 @@ _EXACT = _ops(
 # litert-torch's own operations: the KV cache write and the composite markers (no arithmetic).
 _EXACT_NAMES = frozenset({"litert_torch::dynamic_update_slice", "litert_torch::mark_tensor"})
 # Composite operations that reach the mode whole: run their decomposition inside it.
-_DECOMPOSED = _ops("scaled_dot_product_attention", "_scaled_dot_product_attention_math")
+_DECOMPOSED = _ops(
+    "scaled_dot_product_attention", "_scaled_dot_product_attention_math", "layer_norm"
+)
+# Kernels with no implicit decomposition: run torch's reference decomposition inside the mode
+# (Phi-2's LayerNorm: a mean, a variance, rsqrt and an affine map, each op with its own model).
+_TABLE_DECOMPOSED = _ops("native_layer_norm")
 # Correctly rounded basic arithmetic: one rounding of the result.
 _BASIC = _ops(
     "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "reciprocal", "sqrt",
@@ -138,6 +143,13 @@ class Fp32RoundingNoise(TorchDispatchMode):
         if packet in _DECOMPOSED:
             with self:
                 return func.decompose(*args, **kwargs)
+        if packet is _aten.var_mean:
+            return self._var_mean(func, *args, **kwargs)
+        if packet in _TABLE_DECOMPOSED:
+            from torch._decomp import decomposition_table
+
+            with self:
+                return decomposition_table[func](*args, **kwargs)
         out = func(*args, **kwargs)
         if packet in _EXACT or packet._qualified_op_name in _EXACT_NAMES or _no_floats(out):
             return out
@@ -228,6 +240,23 @@ class Fp32RoundingNoise(TorchDispatchMode):
             total = self._accumulation(out * terms, terms, squares)
             return self._relative(total / terms, 1.0, in_place=False)  # the division
         return self._accumulation(out, terms, squares)
+
+    def _var_mean(self, func, x: torch.Tensor, dim=None, *rest, correction=None, keepdim=False):
+        """Two-pass variance and mean (LayerNorm's), each step inside the mode with its model.
+
+        ``var_mean.dim`` passes (dim, unbiased, keepdim) positionally; ``var_mean.correction``
+        passes correction and keepdim by keyword.
+        """
+        if func._overloadname == "dim" and rest:
+            correction = 1 if rest[0] else 0
+            keepdim = rest[1] if len(rest) > 1 else keepdim
+        dims = list(range(x.dim())) if dim is None else list(dim)
+        count = math.prod(x.shape[d] for d in dims)
+        correction = 1 if correction is None else correction
+        with self:
+            mean = x.mean(dims, keepdim=True)
+            var = ((x - mean) * (x - mean)).sum(dims, keepdim=keepdim) / (count - correction)
+        return var, (mean if keepdim else mean.squeeze(dims))
 
     def _softmax(self, values: torch.Tensor, dim: int, *_):
         row_max = values.amax(dim=dim, keepdim=True)

@@ -76,8 +76,10 @@ class ZooModel:
         (``parity.chunked``): every prompt longer than one token is split into
         several chunks by ``edge_flash.runtime.chunk_plan`` over these alone.
       kernel_options: block sizes passed to the flash kernel when it accepts them.
-      builder: "generic" (``edge_flash.build_model``) or "smollm2" (``edge_flash.smollm``).
+      builder: "generic" (``edge_flash.build_model``), "smollm2" (``edge_flash.smollm``)
+        or "family" (``edge_flash.build_model`` with ``family``: litert-torch's own module).
       has_golden: whether golden/ holds reference outputs for it.
+      family: the litert-torch decoder family it stands for (the report's family matrix).
     """
 
     name: str
@@ -90,6 +92,7 @@ class ZooModel:
     chunk_seq_lens: tuple[int, ...] = ()
     builder: str = "generic"
     has_golden: bool = True
+    family: str = "llama"
 
 
 # Tiny random Llama: S = 100 with kv blocks of 32 leaves a partial last block
@@ -169,7 +172,45 @@ USER_CHECKPOINT = ZooModel(
     has_golden=False,
 )
 
-ZOO: tuple[ZooModel, ...] = (TINY_RANDOM, TINYLLAMA_SHAPED, SMOLLM2, USER_CHECKPOINT)
+FAMILY_SEED = 20261202
+
+
+def _family_entry(family: str) -> ZooModel:
+    """The zoo entry of one family's small random checkpoint (``parity.family_checkpoints``).
+
+    S = 40 in kv blocks of 16 (the last one partial, [32, 40)); the 30-token
+    prompt spans two q blocks of 16 and crosses the sliding window of 8 four
+    times over, and its 8 decode steps reach position 37, inside the partial
+    block. Chunks of 16 and 8 split it as 16 + 8 + 6 (LiteRT-LM's rule): the
+    last chunk fits no signature exactly, and the second starts on a KV block
+    boundary.
+    """
+    return ZooModel(
+        name=f"{family}-tiny",
+        marks=("family",),
+        prompts=(Prompt("ids-5", length=5, seed=21), Prompt("ids-30", length=30, seed=22)),
+        max_new_tokens=9,
+        kv_cache_max_len=40,
+        prefill_seq_len=30,
+        kernel_options={"q_block_size": 16, "kv_block_size": 16},
+        chunk_seq_lens=(8, 16),
+        builder="family",
+        has_golden=False,
+        family=family,
+    )
+
+
+def _family_entries() -> tuple[ZooModel, ...]:
+    from parity.family_checkpoints import FAMILY_CONFIGS
+
+    return tuple(_family_entry(family) for family in FAMILY_CONFIGS)
+
+
+FAMILY_MODELS: tuple[ZooModel, ...] = _family_entries()
+
+ZOO: tuple[ZooModel, ...] = (
+    TINY_RANDOM, TINYLLAMA_SHAPED, SMOLLM2, USER_CHECKPOINT, *FAMILY_MODELS,
+)  # fmt: skip
 
 
 def zoo_model(name: str) -> ZooModel:
@@ -212,6 +253,11 @@ def model_config(model: ZooModel, checkpoint: Path | None = None):
 
     if model.name == SMOLLM2.name:
         return smollm.get_model_config_v2()
+    if model.builder == "family":
+        from edge_flash.families import family_named
+        from parity.family_checkpoints import FAMILY_CONFIGS
+
+        return family_named(model.family).model_config(FAMILY_CONFIGS[model.family])
     hf = {
         TINY_RANDOM.name: TINY_CONFIG,
         TINYLLAMA_SHAPED.name: dict(
@@ -257,6 +303,10 @@ def _checkpoint_for(model: ZooModel, work_dir: Path, checkpoint: Path | None) ->
     }
     if model.name in writers:
         return writers[model.name]()
+    if model.builder == "family":
+        from parity.family_checkpoints import write_family_checkpoint
+
+        return write_family_checkpoint(model.family, work_dir / model.name, FAMILY_SEED)
     if checkpoint is None:
         raise ValueError(f"zoo model {model.name!r}: {HOW_TO_ENABLE_USER_CHECKPOINT}")
     return Path(checkpoint)

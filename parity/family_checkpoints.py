@@ -1,0 +1,179 @@
+"""Small random-weight HF checkpoints of every decoder family litert-torch ships.
+
+Each config is the family's transformers config, sized like litert-torch's
+fake config (2 layers, a small vocabulary) but narrower, so a family runs in
+seconds in PyTorch and converts in seconds: hidden sizes of 64 to 112, with the
+family's own features kept where attention bugs hide:
+
+- Gemma 1: multi-query attention (1 KV head), zero-centred RMSNorm, sqrt(d)
+  embedding scale, GELU-tanh;
+- Gemma 2: a sliding layer then a global layer, attention softcap 50, final
+  softcap 30, pre/post feed-forward norms;
+- Gemma 3: a sliding layer then a global layer with different RoPE bases, QK norm;
+- Qwen 2.5: qkv bias and a 7:1 GQA ratio (Qwen2.5-0.5B's 14:2);
+- Qwen 3: QK norm and a head_dim that is not hidden / heads;
+- Llama 3.2: the ``llama3`` RoPE scaling with Llama-3.2-1B's parameters;
+- Phi-2: LayerNorm, parallel residual, partial rotary (0.4), biases everywhere;
+- DeepSeek-R1-Distill-Qwen, Hammer: the Qwen 2 architecture with 6:1 and 3:1 GQA;
+- SmolLM, AMD-Llama-135m: Llama architectures (3:1 GQA, untied head).
+
+The sliding window (8) is shorter than the prompts (the longest is 30 tokens),
+so prefill and decode both cross it, and the KV blocks of 16 put block
+boundaries inside the prompt.
+
+Weights are drawn by ``parity.exact_random`` (the same bytes on every CPU),
+scaled so activations stay of unit size and the logits are O(1..10):
+projections N(0, 1/fan_in), embeddings N(0, 1), RMSNorm gains 1 + N(0, 0.1)
+(Gemma stores the gain's offset from 1: N(0, 0.1)), biases N(0, 0.1).
+The transformers model is built from the config only to name and shape the
+tensors; its initialiser's values are all replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from parity.exact_random import exact_generator, normal
+
+_GEMMA_NORMS = ("gemma", "gemma2", "gemma3_text")
+
+_BASE = {
+    "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-6,
+    "torch_dtype": "float32",
+    "num_hidden_layers": 2,
+    "vocab_size": 256,
+}
+
+# family name -> HF config.json (sizes small; the family's structure kept).
+FAMILY_CONFIGS: dict[str, dict] = {
+    "gemma1": {
+        **_BASE, "architectures": ["GemmaForCausalLM"], "model_type": "gemma",
+        "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "head_dim": 16, "hidden_act": "gelu_pytorch_tanh",
+        "tie_word_embeddings": True,
+    },
+    "gemma2": {
+        **_BASE, "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+        "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": 16, "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+        "tie_word_embeddings": True,
+    },
+    "gemma3": {
+        **_BASE, "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": 16, "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+        "final_logit_softcapping": None, "attn_logit_softcapping": None,
+        "tie_word_embeddings": True,
+    },
+    "qwen2.5": {
+        **_BASE, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "hidden_size": 112, "intermediate_size": 192, "num_attention_heads": 7,
+        "num_key_value_heads": 1, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+    },
+    "deepseek": {
+        **_BASE, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "hidden_size": 96, "intermediate_size": 192, "num_attention_heads": 6,
+        "num_key_value_heads": 1, "rope_theta": 10000.0, "tie_word_embeddings": False,
+    },
+    "hammer": {
+        **_BASE, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "hidden_size": 96, "intermediate_size": 192, "num_attention_heads": 6,
+        "num_key_value_heads": 2, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+    },
+    "qwen3": {
+        **_BASE, "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+        "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 32, "rope_theta": 1000000.0,
+        "attention_bias": False, "tie_word_embeddings": True,
+    },
+    "llama3.2": {
+        **_BASE, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "tie_word_embeddings": True,
+        "max_position_embeddings": 131072,
+        "rope_parameters": {
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    },
+    "phi2": {
+        "architectures": ["PhiForCausalLM"], "model_type": "phi", "num_hidden_layers": 2,
+        "vocab_size": 256, "hidden_size": 80, "intermediate_size": 160,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "hidden_act": "gelu_new",
+        "max_position_embeddings": 256, "layer_norm_eps": 1e-5, "qk_layernorm": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                            "partial_rotary_factor": 0.4},
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+    },
+    "smollm": {
+        **_BASE, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 72, "intermediate_size": 128, "num_attention_heads": 6,
+        "num_key_value_heads": 2, "head_dim": 12, "tie_word_embeddings": True,
+    },
+    "amd-llama-135m": {
+        **_BASE, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "head_dim": 16, "tie_word_embeddings": False,
+    },
+}  # fmt: skip
+
+
+def write_family_checkpoint(family: str, path: Path, seed: int) -> Path:
+    """Writes the ``family``'s small random checkpoint (config.json + safetensors) once.
+
+    Raises:
+      KeyError: ``family`` has no config here.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    hf_config = FAMILY_CONFIGS[family]
+    path.mkdir(parents=True, exist_ok=True)
+    generator = exact_generator(seed)
+    zero_centred = hf_config["model_type"] in _GEMMA_NORMS
+    state = {
+        name: _draw(name, shape, zero_centred, generator)
+        for name, shape in _tensor_shapes(hf_config).items()
+    }
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _tensor_shapes(hf_config: dict) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> shape, of the transformers model of ``hf_config`` (tied ones once)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**hf_config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+def _draw(name: str, shape: tuple[int, ...], zero_centred: bool, generator) -> torch.Tensor:
+    draws = normal(shape, generator)
+    if name.endswith("norm.weight"):
+        return (0.1 * draws) if zero_centred else (1.0 + 0.1 * draws)
+    if name.endswith(".bias"):
+        return 0.1 * draws
+    if "embed_tokens" in name:
+        return draws
+    # sqrt and division are correctly rounded everywhere (parity.exact_random).
+    return draws * (1 / math.sqrt(shape[-1]))
