@@ -22,8 +22,7 @@ import copy
 import dataclasses
 import functools
 import importlib
-import math
-from typing import Callable
+from collections.abc import Callable
 
 import litert_torch.generative.layers.model_config as cfg
 
@@ -380,8 +379,3 @@ def is_sliding(config: cfg.ModelConfig) -> bool:
         for i in range(config.num_layers)
     )
 
-
-def rope_dims(config: cfg.ModelConfig) -> int:
-    """The number of rotated dimensions per head (Phi-2 rotates a fraction)."""
-    attn = config.block_config(0).attn_config
-    return int(math.floor(attn.rotary_percentage * attn.head_dim))

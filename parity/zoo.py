@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 
 from parity import run_settings
-
 from parity.exact_random import exact_generator, integers, normal
 
 CHECKPOINT_ENV = "PARITY_CHECKPOINT_PATH"
