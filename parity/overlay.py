@@ -93,9 +93,7 @@ def tflite_lines(
             path, token_ids, oracle_hidden, spread, error_model, current().litert_xnnpack
         )
     except TFLiteLayerMapError as error:
-        return [f"  TFLite graph: cannot localise in the graph: {error}"]
+        return [f"  first layer over budget in the TFLite graph: cannot be localised: {error}"]
     paths = write_overlays(found, leg, token_ids)
-    lines = found.describe()
     overlays = ", ".join(f"{mode} {where}" for mode, where in paths.items())
-    lines.append(f"    Model Explorer overlays (first layer over budget is red): {overlays}")
-    return lines
+    return found.describe(f"; Model Explorer overlays, over budget in red: {overlays}")

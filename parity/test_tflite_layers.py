@@ -116,7 +116,7 @@ def test_users_perturbed_file_is_diagnosed_through_tflite_option(files, tmp_path
     output = result.stdout + result.stderr
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, output[-3000:]
     for mode in (T.PROPAGATED, T.ISOLATED):
-        assert re.search(rf"{mode}: first layer over budget: layer {PERTURBED_LAYER} \(", output), (
+        assert re.search(rf"in the TFLite graph, {mode}: layer {PERTURBED_LAYER} \(", output), (
             output[-3000:]
         )
     written = sorted(overlays.glob("*.json"))
@@ -124,3 +124,30 @@ def test_users_perturbed_file_is_diagnosed_through_tflite_option(files, tmp_path
     assert str(written[0]) in output
     graph = next(iter(json.loads(written[1].read_text()).values()))
     assert sum(entry["value"] > 1 for entry in graph["results"].values()) == 2  # blocks 1 and 2
+
+
+@pytest.fixture(scope="module")
+def verify_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-layer Llama with a byte tokenizer (verify needs text prompts) and its conversion."""
+    from parity.random_checkpoints import write_tiny_random_llama_checkpoint
+
+    work = tmp_path_factory.mktemp("verify-layers")
+    checkpoint = write_tiny_random_llama_checkpoint(work / "ckpt", num_layers=2, seed=5)
+    sizes = ("--prefill_seq_lens", "64", "--kv_cache_max_len", "128")
+    return checkpoint, _convert(checkpoint, work / "out", *sizes)
+
+
+def test_verify_names_the_perturbed_block_of_a_users_file(verify_files, tmp_path):
+    """``parity.verify --tflite_path`` with block 0 perturbed: exit 1 and block 0 named in
+    both modes in its short failure lines."""
+    checkpoint, file = verify_files
+    perturbed = tmp_path / "perturbed.tflite"
+    _perturb_block_weight(file, perturbed, 0, PERTURBATION)
+    result = _run("-m", "parity.verify", "--checkpoint_path", str(checkpoint), "--prompts", "hi",
+                  "--max_new_tokens", "4", "--tflite_path", str(perturbed),
+                  env={**os.environ, "PARITY_OVERLAY_DIR": str(tmp_path / "overlays")})  # fmt: skip
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
+    assert "FAILED verify TFLite with prompts 'hi'" in result.stdout
+    for mode in (T.PROPAGATED, T.ISOLATED):
+        assert f"in the TFLite graph, {mode}: layer 0 (" in result.stdout, result.stdout[-3000:]
+    assert len(list((tmp_path / "overlays").glob("perturbed-tflite_std-*.json"))) == 2

@@ -328,29 +328,31 @@ class Localisation:
     use_xnnpack: bool
     prompt_len: int
 
-    def describe(self) -> list:
-        """Lines for a diagnosis: per mode, the first block over budget and where it is."""
-        kernels = "XNNPACK" if self.use_xnnpack else "builtin kernels"
-        head = (
-            f"  TFLite graph {self.path.name} signature {self.blocks.signature} ({kernels}),"
-            f" block outputs mapped by tensor names, prompt positions 0..{self.prompt_len - 1}:"
-        )
-        lines = [head]
+    def describe(self, overlays: str = "") -> list:
+        """Lines for a diagnosis: per mode, the first block over budget, then where it ran.
+
+        Every line says "first layer" (``parity.verify`` keeps such lines in its short output).
+        """
+        lines = []
         for found in self.modes:
             k = found.first_over
+            head = f"  first layer over budget in the TFLite graph, {found.mode}:"
             if k is None:
-                lines.append(
-                    f"    {found.mode}: first layer over budget: none (every block within)"
-                )
+                lines.append(f"{head} none (every block within its budget)")
                 continue
             block = self.blocks.blocks[k]
             lines.append(
-                f"    {found.mode}: first layer over budget: layer {k} (hidden-state error"
-                f" {found.errors[k]:.3e} > budget {found.budgets[k]:.3e} at position"
-                f" {found.positions[k]}); its output is tensor {block.output_tensor} written by"
-                f" op {block.output_op} {block.output_op_type} (block ops"
-                f" {block.first_op}..{block.last_op})"
+                f"{head} layer {k} (hidden-state error {found.errors[k]:.3e} > budget"
+                f" {found.budgets[k]:.3e} at position {found.positions[k]}); its output is"
+                f" tensor {block.output_tensor} written by op {block.output_op}"
+                f" {block.output_op_type} (block ops {block.first_op}..{block.last_op})"
             )
+        kernels = "XNNPACK" if self.use_xnnpack else "builtin kernels"
+        lines.append(
+            f"  (first layer over budget in the TFLite graph: {self.path.name} signature"
+            f" {self.blocks.signature}, {kernels}, block outputs mapped by tensor names, prompt"
+            f" positions 0..{self.prompt_len - 1}{overlays})"
+        )
         return lines
 
 
