@@ -14,7 +14,8 @@ wants 22 packages (Flask, IPython, watchdog, ...) for these few keys.
 is known: it localises, writes one overlay per mode and returns the lines
 naming the first block over budget in each mode and the overlay paths. Overlays
 go to ``PARITY_OVERLAY_DIR``, else ``overlays/`` beside the results file
-(``PARITY_RESULTS``, whose directory the report reads), else ``reports/overlays``.
+(``PARITY_RESULTS``, else beside a pytest session's default one under
+``reports/sessions/``), where ``python -m parity.report`` finds and links them.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def overlay_dir() -> Path:
     """Where overlays are written (see the module docstring)."""
     if os.environ.get(OVERLAY_ENV):
         return Path(os.environ[OVERLAY_ENV]).expanduser()
-    if os.environ.get("PARITY_RESULTS"):
-        return Path(os.environ["PARITY_RESULTS"]).expanduser().parent / "overlays"
-    return Path("reports") / "overlays"
+    from parity.results import RESULTS_ENV, SESSIONS_DIR
+
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV]).expanduser().parent / "overlays"
+    return SESSIONS_DIR / "overlays"  # beside a pytest session's default results file
 
 
 def write_overlays(found: Localisation, leg: str, token_ids: Sequence[int]) -> dict:

@@ -151,3 +151,21 @@ def test_verify_names_the_perturbed_block_of_a_users_file(verify_files, tmp_path
     for mode in (T.PROPAGATED, T.ISOLATED):
         assert f"in the TFLite graph, {mode}: layer 0 (" in result.stdout, result.stdout[-3000:]
     assert len(list((tmp_path / "overlays").glob("perturbed-tflite_std-*.json"))) == 2
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    "name, layer",
+    [
+        (("M/attention.TransformerBlock_1/attention.CausalSelfAttention_atten_func;;"
+          "M/attention.TransformerBlock_0/attention.CausalSelfAttention_atten_func;"), 1),
+        ("M/litert_torch.generative.layers.attention.TransformerBlock_0;1", 0),
+        ("M/torch.nn.modules.sparse.Embedding_tok_embedding;3", None),
+        ("prefill_88_kv_cache_k_1_output", None),
+        ("M/attention.TransformerBlock_12/normalization.RMSNorm_post_atten_norm;", 12),
+    ],
+    ids=["fused-names-first-wins", "block-residual-add", "embedding", "kv-output", "two-digits"],
+)  # fmt: skip
+def test_a_tensor_belongs_to_the_block_of_its_first_location(name, layer):
+    """Only the first ``;``-separated location of a name decides its block (fused ops list more)."""
+    assert T._block_of(name) == layer
