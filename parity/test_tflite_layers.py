@@ -84,18 +84,27 @@ def test_unmappable_graph_fails_loudly(files):
     assert "cannot be mapped to layers" in str(raised.value)
 
 
-def test_correct_file_names_no_block_in_either_mode(files, oracle):
+# XNNPACK as on device, and LiteRT's builtin kernels (the false-alarm study's other setting):
+# the block outputs are signature outputs of the edited copy, which every delegate writes back.
+KERNELS = pytest.mark.parametrize("use_xnnpack", [True, False], ids=["xnnpack", "builtin"])
+
+
+@KERNELS
+def test_correct_file_names_no_block_in_either_mode(files, oracle, use_xnnpack):
     """No false alarm: the unperturbed conversion has every block within budget, both modes."""
     run, spread = oracle
-    found = T.localise(files["clean"], run.prompt_ids, run.hidden, spread)
+    found = T.localise(files["clean"], run.prompt_ids, run.hidden, spread, use_xnnpack=use_xnnpack)
     assert [m.mode for m in found.modes] == [T.PROPAGATED, T.ISOLATED]
     assert [m.first_over for m in found.modes] == [None, None], found.describe()
 
 
-def test_perturbed_block_is_named_in_both_modes(files, oracle):
+@KERNELS
+def test_perturbed_block_is_named_in_both_modes(files, oracle, use_xnnpack):
     """Block 1 is the first over budget propagated and isolated; isolated, block 2 is within."""
     run, spread = oracle
-    found = T.localise(files["perturbed"], run.prompt_ids, run.hidden, spread)
+    found = T.localise(
+        files["perturbed"], run.prompt_ids, run.hidden, spread, use_xnnpack=use_xnnpack
+    )
     propagated, isolated = found.modes
     assert propagated.first_over == isolated.first_over == PERTURBED_LAYER, found.describe()
     assert propagated.ratios[2] > 1 and isolated.ratios[2] <= 1, found.describe()

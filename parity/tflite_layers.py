@@ -218,11 +218,22 @@ def _block(graph, layer, ops, writer, names, types, where) -> BlockTensors:
 
 def instrumented(path: Path, blocks: GraphBlocks, isolate: bool) -> bytes:
     """A copy of the file whose prefill signature also outputs every block's output and, with
-    ``isolate``, takes each block k >= 1's input as ``parity_block_input_<k>``."""
+    ``isolate``, takes each block k >= 1's input as ``parity_block_input_<k>``.
+
+    Raises:
+      TFLiteLayerMapError: the weights are stored outside the flatbuffer (files over 2 GB).
+    """
     import flatbuffers
 
     schema = _schema()
     model = _load(path)
+    if any(buffer.offset > 1 for buffer in model.buffers):
+        # Files over 2 GB keep weights after the flatbuffer (offset / size); repacking the
+        # flatbuffer alone would drop them.
+        raise TFLiteLayerMapError(
+            f"{path} stores its weights outside the flatbuffer (a file over 2 GB); the"
+            " localisation edits a copy of the flatbuffer and supports inline weights only"
+        )
     sig = _signature(model, blocks.signature)
     graph = model.subgraphs[sig.subgraphIndex]
     for block in blocks.blocks:
