@@ -35,6 +35,9 @@ OVERLAY_ENV = "PARITY_OVERLAY_DIR"
 # A ratio <= 1 is within budget; 1e300 stands for "above" (JSON has no inf).
 _THRESHOLDS = [{"value": 1.0, "bgColor": "#a5d6a7"}, {"value": 1e300, "bgColor": "#ef5350"}]
 _CAP = 1e300  # non-finite ratios (NaN or inf error) are written as this
+# Every failing check of a leg diagnoses the same prompt again: localise each
+# (file, prompt, spread, kernels, error model) once per process.
+_FOUND: dict = {}
 
 
 def node_data(found: Localisation, mode: str) -> dict:
@@ -87,16 +90,24 @@ def tflite_lines(
 ) -> list:
     """Diagnosis lines of the TFLite graph's own block outputs (both modes) and the overlays.
 
-    A graph that cannot be mapped is one line saying why (``TFLiteLayerMapError``).
+    A graph that cannot be mapped, or that LiteRT cannot run once edited, is one line saying
+    why. Each (file, prompt, spread) is localised once per process.
     """
     from parity.run_settings import current
 
+    xnnpack = current().litert_xnnpack
+    stat = Path(path).stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, tuple(token_ids), id(spread), xnnpack,
+           error_model.name)  # fmt: skip
     try:
-        found = localise(
-            path, token_ids, oracle_hidden, spread, error_model, current().litert_xnnpack
-        )
+        if key not in _FOUND:
+            _FOUND[key] = localise(path, token_ids, oracle_hidden, spread, error_model, xnnpack)
     except TFLiteLayerMapError as error:
         return [f"  first layer over budget in the TFLite graph: cannot be localised: {error}"]
+    except (RuntimeError, ValueError) as error:  # LiteRT refusing the edited copy
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return [f"  first layer over budget in the TFLite graph: LiteRT failed on it: {first}"]
+    found = _FOUND[key]
     paths = write_overlays(found, leg, token_ids)
     overlays = ", ".join(f"{mode} {where}" for mode, where in paths.items())
     return found.describe(f"; Model Explorer overlays, over budget in red: {overlays}")

@@ -178,3 +178,19 @@ def test_verify_names_the_perturbed_block_of_a_users_file(verify_files, tmp_path
 def test_a_tensor_belongs_to_the_block_of_its_first_location(name, layer):
     """Only the first ``;``-separated location of a name decides its block (fused ops list more)."""
     assert T._block_of(name) == layer
+
+
+def test_unmappable_graph_is_one_diagnosis_line(files, oracle):
+    """A failing leg whose graph cannot be mapped gets one line saying why, no traceback."""
+    import torch
+
+    from parity.overlay import tflite_lines
+
+    run, spread = oracle
+    four_layers = torch.cat([run.hidden, run.hidden[:1]])  # the file has 3 blocks
+    lines = tflite_lines(files["clean"], L.TFLITE_FLASH, run.prompt_ids, four_layers, spread)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "  first layer over budget in the TFLite graph: cannot be localised:"
+    )
+    assert "expected 0..3" in lines[0]
