@@ -367,6 +367,20 @@ class Localisation:
         return lines
 
 
+def _prefill_signature(model, count: int, path: Path) -> str:
+    """The shortest ``prefill_<T>`` signature with T >= ``count`` (as ``LiteRTRunner.prefill``)."""
+    from edge_flash.runtime import smallest_fitting_signature
+
+    keys = [s.signatureKey.decode() for s in model.signatureDefs]
+    lengths = {int(key.split("_")[1]): key for key in keys if re.fullmatch(r"prefill_\d+", key)}
+    try:
+        return lengths[smallest_fitting_signature(count, sorted(lengths))]
+    except ValueError as error:
+        raise TFLiteLayerMapError(
+            f"{path}: no prefill signature for {count} tokens ({error})"
+        ) from None
+
+
 def localise(
     path: Path,
     token_ids: Sequence[int],
@@ -384,23 +398,10 @@ def localise(
     Raises:
       TFLiteLayerMapError: the graph cannot be mapped, or no prefill signature fits the prompt.
     """
-    from edge_flash.runtime import smallest_fitting_signature
-
     path = Path(path)
     count, num_layers = len(token_ids), oracle_hidden.shape[0]
     model = _load(path)
-    lengths = {
-        int(s.signatureKey.decode().split("_")[1]): s.signatureKey.decode()
-        for s in model.signatureDefs
-        if re.fullmatch(r"prefill_\d+", s.signatureKey.decode())
-    }
-    try:
-        signature = lengths[smallest_fitting_signature(count, sorted(lengths))]
-    except ValueError as error:
-        raise TFLiteLayerMapError(
-            f"{path}: no prefill signature for {count} tokens ({error})"
-        ) from None
-    blocks = _map(model, signature, num_layers, path)
+    blocks = _map(model, _prefill_signature(model, count, path), num_layers, path)
     expected = oracle_hidden[:, :count]  # (L, T, D)
     budgets = error_model.allowance(spread.hidden)[:, :count]  # (L, T)
     modes = []
