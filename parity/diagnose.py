@@ -11,9 +11,11 @@ reports for one leg:
 - the first layer whose hidden state exceeds its budget: per layer and position
   up to the divergence (or all), max_d |h_leg - h_oracle| against that row's
   allowance from the oracle's error spread (``parity.error_spread``, the error
-  model of ``parity.tolerances.MODEL_FP32``). TFLite graphs
-  expose no per-layer outputs, so for a TFLite leg the layers of the PyTorch
-  model it was converted from are searched instead, and the report says so.
+  model of ``parity.tolerances.MODEL_FP32``). For a TFLite leg the layers of
+  the PyTorch model it was converted from are searched, and, when the leg's
+  file is known (``LegRun.model_file``), the graph's own block outputs too
+  (``parity.tflite_layers``, propagated and isolated, with Model Explorer
+  overlays written by ``parity.overlay``).
 
 ``Diagnosis.describe`` renders this as the lines appended to a failure message.
 """
@@ -132,6 +134,7 @@ class Diagnosis:
     layer: LayerFinding | None
     layer_note: str  # how the layer search was done, or why it could not be
     num_layers: int = 0
+    tflite_lines: tuple = ()  # the graph's own localisation (parity.overlay.tflite_lines)
 
     def describe(self, token_text: TokenText = str) -> str:
         """Multi-line text naming the leg, the first divergent token and the layer."""
@@ -149,6 +152,7 @@ class Diagnosis:
                 f" (hidden-state error {found.error:.3e} > budget {found.budget:.3e} at position"
                 f" {found.position})"
             )
+        lines += self.tflite_lines
         return "\n".join(lines)
 
 
@@ -191,10 +195,7 @@ def diagnose(
         span = "all positions" if last is None else f"positions 0..{last}"
         note = f"{source} vs {L.ORACLE}, every block output over {span}"
         if source != leg:
-            note = (
-                "the TFLite graph exposes no per-layer outputs; searched its PyTorch source: "
-                + note
-            )
+            note = "searched the TFLite leg's PyTorch source: " + note
         if layer is None:
             note += "; every layer within budget"
             if source != leg:
@@ -206,4 +207,11 @@ def diagnose(
         )
     hidden = runs[source].hidden if source in runs else None
     num_layers = 0 if hidden is None else hidden.shape[0]
-    return Diagnosis(leg, len(run.chosen), divergence, layer, note, num_layers)
+    graph = ()
+    if L.is_tflite(leg) and run.model_file is not None and oracle.hidden is not None:
+        from parity.overlay import tflite_lines
+
+        graph = tuple(
+            tflite_lines(run.model_file, leg, run.prompt_ids, oracle.hidden, spread, error_model)
+        )
+    return Diagnosis(leg, len(run.chosen), divergence, layer, note, num_layers, graph)

@@ -122,6 +122,7 @@ class LegRun:
         logits of decode step i (token ``fed[i - 1]`` at position T + i - 1).
       kv: (L, 2, T, G, H) float64 cache contents after prefill, or None.
       hidden: (L, T + n - 1, D) float64 block outputs at every position, or None.
+      model_file: the .tflite a TFLite leg ran (``parity.tflite_layers`` localises in it).
     """
 
     leg: str
@@ -132,6 +133,7 @@ class LegRun:
     step_logits: torch.Tensor
     kv: torch.Tensor | None
     hidden: torch.Tensor | None
+    model_file: object = None
 
     @property
     def prompt_len(self) -> int:
@@ -187,6 +189,7 @@ def run_leg(
         step_logits=torch.stack(rows),
         kv=kv,
         hidden=all_hidden,
+        model_file=getattr(getattr(leg, "runner", None), "model_path", None),
     )
 
 

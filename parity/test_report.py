@@ -346,3 +346,17 @@ def test_page_shows_the_worst_rows_and_the_csv_beside_it_holds_every_row(tmp_pat
     assert "b1-t998-s998" in text and "b1-t0-s0<" not in text  # largest shares of tolerance first
     with (tmp_path / "index.comparisons.csv").open(encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 1000
+
+
+@pytest.mark.quick
+def test_page_links_the_tflite_overlays_beside_the_results_file(tmp_path):
+    """Overlays in ``overlays/`` beside the results file are linked from the page, relative to it."""
+    results = _write(tmp_path / "run" / "results.jsonl", _standard_rows())
+    overlay = tmp_path / "run" / "overlays" / "model-tflite_flash-1a2b3c4d-isolated.json"
+    overlay.parent.mkdir()
+    overlay.write_text("{}")
+    out = tmp_path / "page" / "index.html"
+    report_main(["--from", str(results), "--out", str(out)])
+    page = out.read_text()
+    assert "TFLite localisation overlays (Model Explorer)" in page
+    assert f'<a href="../run/overlays/{overlay.name}">{overlay.name}</a>' in page

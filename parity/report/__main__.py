@@ -10,6 +10,7 @@ results file (repeat it to render several as one, e.g. CI shards). Exits 1 when 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -103,7 +104,8 @@ def write_report(source: Path | list[Path], out: Path, duration_s: float | None 
     """
     sources = source if isinstance(source, list) else [source]
     results = load_sources(sources)
-    page = render_page(results, ", ".join(map(str, sources)), REPRODUCE_ALL, duration_s)
+    overlays = _overlay_links(sources, out)
+    page = render_page(results, ", ".join(map(str, sources)), REPRODUCE_ALL, duration_s, overlays)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(page, encoding="utf-8")
@@ -111,6 +113,13 @@ def write_report(source: Path | list[Path], out: Path, duration_s: float | None 
     comparison_frame(results).to_csv(comparisons_csv_path(out), index=False)
     print(summary_text(results, str(out)), flush=True)
     return verdict(results).passed
+
+
+def _overlay_links(sources: list[Path], out: Path) -> list:
+    """(name, link relative to the page) of every overlay in ``overlays/`` beside a source,
+    where ``parity.overlay`` writes them during a session with that results file."""
+    found = sorted({p for source in sources for p in (source.parent / "overlays").glob("*.json")})
+    return [(p.name, os.path.relpath(p.resolve(), out.parent.resolve())) for p in found]
 
 
 def _check_out_is_not_an_input(args) -> None:

@@ -184,8 +184,25 @@ def comparisons_csv_path(page: Path) -> Path:
     return page.with_name(page.stem + ".comparisons.csv")
 
 
-def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_s=None) -> str:
-    """The whole page as HTML text. ``source`` names the results file shown on the page."""
+def _overlays_html(overlays: list[tuple[str, str]]) -> str:
+    """Links to the Model Explorer overlays of failed TFLite legs (``parity.overlay``)."""
+    if not overlays:
+        return "<p>None: no TFLite leg failed with a localisable graph.</p>"
+    items = "".join(
+        f'<li><a href="{html.escape(href)}">{html.escape(name)}</a></li>' for name, href in overlays
+    )
+    return (
+        "<p>Per failed TFLite leg and prompt, each block output's error / budget (red above 1),"
+        " propagated and isolated; load the .tflite in Model Explorer and add the file as per-node"
+        f" data.</p><ul>{items}</ul>"
+    )
+
+
+def render_page(
+    results: ResultsFile, source: str, reproduce_all: str, duration_s=None, overlays=()
+) -> str:
+    """The whole page as HTML text. ``source`` names the results file shown on the page;
+    ``overlays`` are (name, link) of the TFLite localisation overlays."""
     frame = analysis.comparison_frame(results)
     bench = bench_frame(results.rows)
     verdict = analysis.verdict(results)
@@ -211,6 +228,7 @@ def render_page(results: ResultsFile, source: str, reproduce_all: str, duration_
             "Comparisons per suite (error, tolerance, margin = tolerance - error)",
             _suites_html(frame),
         ),
+        ("TFLite localisation overlays (Model Explorer)", _overlays_html(list(overlays))),
         ("Environment", _environment_html(results, duration_s)),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
