@@ -6,7 +6,8 @@ The rule (``MAPPING_RULE``, checked on litert-torch 0.10 conversions): every
 tensor name is a ``;``-joined list of locations, the first being the module path
 of the operator that writes it (``.../DecoderOnlyModel_module/...TransformerBlock_<k>/...``).
 An operator belongs to block k when the first location of its first output's
-name has the path segment ``TransformerBlock_<k>``. Block k's input is the float
+name has the path segment ``<Class>Block_<k>`` (``TransformerBlock``, or a family's own
+block class: Gemma 3's ``DecoderBlock``, checked on its conversion). Block k's input is the float
 tensor its first operator reads that an operator outside block k writes (or the
 signature takes); its output is the last tensor in operator order that block
 k writes with the input's shape and that an operator outside the block reads.
@@ -69,10 +70,11 @@ from parity.tolerances import MODEL_FP32, SpreadErrorModel
 
 MAPPING_RULE = (
     "an operator is in block k when the first location of its first output's name has the"
-    " path segment TransformerBlock_<k>; block k's output is the last tensor it writes with"
+    " path segment <Class>Block_<k> (TransformerBlock, Gemma 3's DecoderBlock, Gemma 2's"
+    " Gemma2Block); block k's output is the last tensor it writes with"
     " its input's shape that an operator outside it reads"
 )
-_BLOCK = re.compile(r"(?:^|[/.])TransformerBlock_(\d+)$")
+_BLOCK = re.compile(r"(?:^|[/.])\w*Block_(\d+)$")  # TransformerBlock, Gemma DecoderBlock, ...
 OUTPUT_NAME = "parity_block_{}"
 INPUT_NAME = "parity_block_input_{}"
 PROPAGATED, ISOLATED = "propagated", "isolated"
