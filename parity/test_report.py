@@ -360,3 +360,31 @@ def test_page_links_the_tflite_overlays_beside_the_results_file(tmp_path):
     page = out.read_text()
     assert "TFLite localisation overlays (Model Explorer)" in page
     assert f'<a href="../run/overlays/{overlay.name}">{overlay.name}</a>' in page
+
+
+def test_family_matrix_says_passed_failed_with_diagnosis_and_unsupported_with_reason():
+    from parity.report.families import family_matrix
+
+    def row(model, leg, passed, ratio):
+        case = f"{model}-{leg}-ids-30"
+        return {
+            "suite": "parity", "model": model, "legs": f"{leg}-vs-oracle_fp64", "passed": passed,
+            "ratio": ratio, "case_id": f"{case} prefill logits",
+            "test": f"parity/test_chain_logits.py::test_prefill[{case}]",
+        }  # fmt: skip
+
+    rows = [row("qwen3-tiny", "hf", True, 0.2), row("qwen3-tiny", "tflite_flash", False, 3.5)]
+    events = [
+        {"event": "test_failed", "test": "parity/test_chain_logits.py::test_prefill[qwen3-tiny-tflite_flash-ids-30]",
+         "message": "E   AssertionError: over budget\nE   first layer over budget: layer 1"},
+        {"event": "test_failed", "test": "parity/test_chain_kv_cache.py::test_kv[gemma3-tiny-hf-ids-5]",
+         "message": "E   RuntimeError: stack expects each tensor to be equal size"},
+    ]  # fmt: skip
+    matrix = family_matrix(rows, events).set_index("model")
+    assert matrix.loc["qwen3-tiny", "hf"] == "passed (1 checks, worst error / allowed 0.20)"
+    assert matrix.loc["qwen3-tiny", "tflite_flash"].startswith("FAILED")
+    assert "layer 1" in matrix.loc["qwen3-tiny", "tflite_flash"]
+    assert matrix.loc["qwen3-tiny", "reauthored_std"] == "not run"
+    assert "RuntimeError" in matrix.loc["gemma3-tiny", "hf"]  # failed before writing a row
+    unsupported = family_matrix(rows, events).set_index("family").loc["openelm"]
+    assert unsupported["hf"] == "unsupported" and "remote code" in unsupported["why not"]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from parity.bench.method import METHOD
 from parity.bench.table import bench_frame
-from parity.report import study, analysis, claims, mutation, plots
+from parity.report import study, analysis, claims, families, mutation, plots
 from parity.results import ResultsFile
 
 _STYLE = """
@@ -121,8 +121,12 @@ def _suites_html(frame: pd.DataFrame) -> str:
     for suite, rows in frame.groupby("suite", sort=True):
         failed = int((~rows["passed"]).sum())
         shown = rows.head(_MAX_TABLE_ROWS)
-        cut = "" if len(rows) <= _MAX_TABLE_ROWS else (
-            f" (the {_MAX_TABLE_ROWS} worst shown; all in the comparisons CSV beside this page)"
+        cut = (
+            ""
+            if len(rows) <= _MAX_TABLE_ROWS
+            else (
+                f" (the {_MAX_TABLE_ROWS} worst shown; all in the comparisons CSV beside this page)"
+            )
         )
         parts.append(
             f"<details {'open' if failed else ''}><summary><b>{html.escape(str(suite))}</b>:"
@@ -198,6 +202,16 @@ def _overlays_html(overlays: list[tuple[str, str]]) -> str:
     )
 
 
+def _families_html(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p>No chain cases in these results.</p>"
+    return (
+        "<p>Every leg of each litert-torch decoder family's zoo model, judged against the"
+        " float64 oracle (worst error / allowed over its checks); a failed cell carries its"
+        " diagnosis, an unsupported family its reason.</p>" + _table(frame)
+    )
+
+
 def render_page(
     results: ResultsFile, source: str, reproduce_all: str, duration_s=None, overlays=()
 ) -> str:
@@ -214,16 +228,26 @@ def render_page(
             "Targets of the issue (LiteRT, one attention call)",
             _claims_html(claims.targets_table(results.rows), "targets"),
         ),
+        (
+            "Decoder families x legs",
+            _families_html(families.family_matrix(results.rows, results.events)),
+        ),
         ("Benchmarks: standard vs flash attention", _bench_html(bench, bench_headers)),
         ("Memory and latency against sequence length", _images(plots.bench_plots(bench))),
         ("Errors per leg and per layer", _images(plots.error_plots(frame))),
         ("Kernel errors found by the property suite", _images(plots.kernel_error_plots(frame))),
-        ("False-alarm study: correct legs under settings that change rounding only",
-         _study_html(study.false_alarm_table(results.rows), _FALSE_ALARM_NOTE)),
-        ("Detection limits: the smallest attention error each leg's checks catch",
-         _study_html(study.detection_table(results.rows), _DETECTION_NOTE)),
-        ("Mutation testing: does the property gate kill small bugs in kernel.py?",
-         mutation.section_html(mutation.load_summary())),
+        (
+            "False-alarm study: correct legs under settings that change rounding only",
+            _study_html(study.false_alarm_table(results.rows), _FALSE_ALARM_NOTE),
+        ),
+        (
+            "Detection limits: the smallest attention error each leg's checks catch",
+            _study_html(study.detection_table(results.rows), _DETECTION_NOTE),
+        ),
+        (
+            "Mutation testing: does the property gate kill small bugs in kernel.py?",
+            mutation.section_html(mutation.load_summary()),
+        ),
         (
             "Comparisons per suite (error, tolerance, margin = tolerance - error)",
             _suites_html(frame),
