@@ -11,7 +11,7 @@ checked against it (``ConfigMismatchError`` names the family and the field).
 
 ``family_for(hf)`` picks the family of an HF config by ``model_type`` (and, for
 ``phi3``, by ``partial_rotary_factor``: Phi-3.5 rotates every dimension, Phi-4-mini
-three quarters); ``FAMILIES`` lists them all by name, so a caller may also name
+three quarters; for ``llama``, Llama 3.2 by its ``llama3`` RoPE scaling); ``FAMILIES`` lists them all by name, so a caller may also name
 the family (DeepSeek-R1-Distill-Qwen and Hammer are ``qwen2`` checkpoints built
 by their own litert-torch modules).
 """
@@ -294,6 +294,46 @@ def _phi2_adapt(config: cfg.ModelConfig, hf: dict, source: str) -> cfg.ModelConf
     return _set_sizes(config, hf, source, [block])
 
 
+def _phi3_adapt(module: str):
+    """Phi-3.5 and Phi-4-mini: LongRoPE with litert-torch's fixed short-factor table.
+
+    litert-torch's modules hard-code the full models' table (``ROPE_SHORT_FACTOR``),
+    the ratio ``max_position_embeddings / original_max_position_embeddings``
+    (``ROPE_SCALE_FACTOR``) and 4096 original positions, and always use the short
+    factors (transformers does too up to the original length). A checkpoint is
+    built only when its RoPE is exactly that; anything else is named.
+    """
+
+    def adapt(config: cfg.ModelConfig, hf: dict, source: str) -> cfg.ModelConfig:
+        litert = importlib.import_module(_EXAMPLES + module)
+        _expect(hf, "hidden_act", ("silu",), "silu", source, "Phi-3's MLP is SiLU-GLU")
+        rope = _rope(hf)
+        original = hf.get(
+            "original_max_position_embeddings", rope.get("original_max_position_embeddings")
+        )
+        checks = {
+            "rope type": (rope["rope_type"], "longrope"),
+            "short_factor": (list(map(float, rope.get("short_factor") or [])),
+                             list(map(float, litert.ROPE_SHORT_FACTOR))),
+            "original_max_position_embeddings": (original, config.max_seq_len),
+            "max_position_embeddings / original_max_position_embeddings": (
+                hf.get("max_position_embeddings", 0) / (original or 1), litert.ROPE_SCALE_FACTOR),
+        }  # fmt: skip
+        for field, (value, expected) in checks.items():
+            if value != expected:
+                raise ConfigMismatchError(
+                    f"{source}: {field} is {value!r}; litert-torch's module fixes it to"
+                    f" {expected!r} (the full model's LongRoPE)"
+                )
+        block = _block(config.block_config(0), hf, source, "rms_norm_eps")
+        block.attn_config.rotary_base = _base(rope["rope_theta"])
+        block.attn_config.rotary_percentage = float(rope.get("partial_rotary_factor", 1.0))
+        _final_norm_eps(config, hf, "rms_norm_eps")
+        return _set_sizes(config, hf, source, [block])
+
+    return adapt
+
+
 def _llama_family(name: str, module: str, model_class: str, template: str) -> Family:
     """A Llama-architecture module (SmolLM, TinyLlama, AMD-Llama): ``hf_config``'s mapping."""
 
@@ -322,6 +362,10 @@ FAMILIES: tuple[Family, ...] = (
            "get_1b_model_config", _llama3_adapt),
     Family("phi2", ("phi",), "phi.phi2", "Phi2", "TENSOR_NAMES",
            "get_model_config", _phi2_adapt),
+    Family("phi3", ("phi3",), "phi.phi3", "Phi3_5Mini", "TENSOR_NAMES",
+           "get_model_config", _phi3_adapt("phi.phi3")),
+    Family("phi4", (), "phi.phi4", "Phi4Mini", "TENSOR_NAMES",
+           "get_model_config", _phi3_adapt("phi.phi4")),
     _llama_family("smollm", "smollm.smollm", "SmolLM", "get_model_config"),
     _llama_family("tinyllama", "tiny_llama.tiny_llama", "TinyLlama", "get_model_config"),
     _llama_family("amd-llama-135m", "amd_llama_135m.amd_llama_135m", "AmdLlama", "get_model_config"),
@@ -329,9 +373,6 @@ FAMILIES: tuple[Family, ...] = (
 
 # Families litert-torch 0.10 ships that this mapping does not build, and why.
 UNMAPPED = {
-    "phi3": "litert-torch's Phi-3.5 and Phi-4 modules hard-code the full model's LongRoPE"
-    " factor tables (head_dim 96 / 128 and 4096 original positions); a config.json"
-    " mapping for them is not written yet",
     "openelm": "OpenELM's config.json belongs to remote code (trust_remote_code); transformers"
     " has no OpenELM class offline, and the per-layer head counts are not mapped yet",
 }
@@ -361,6 +402,11 @@ def family_for(hf: dict, source: str = "config.json") -> Family | None:
     model_type = hf.get("model_type")
     if model_type == "llama":
         return family_named("llama3.2") if _rope(hf)["rope_type"] == "llama3" else None
+    if model_type == "phi3":  # Phi-4-mini rotates 3/4 of each head, Phi-3.5 all of it
+        partial = float(
+            _rope(hf).get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+        )
+        return family_named("phi3" if partial == 1.0 else "phi4")
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
@@ -378,4 +424,3 @@ def is_sliding(config: cfg.ModelConfig) -> bool:
         config.block_config(i).attn_config.attn_type == cfg.AttentionType.LOCAL_SLIDING
         for i in range(config.num_layers)
     )
-

@@ -14,6 +14,9 @@ family's own features kept where attention bugs hide:
 - Qwen 3: QK norm and a head_dim that is not hidden / heads;
 - Llama 3.2: the ``llama3`` RoPE scaling with Llama-3.2-1B's parameters;
 - Phi-2: LayerNorm, parallel residual, partial rotary (0.4), biases everywhere;
+- Phi-3.5, Phi-4-mini: fused qkv and gate/up projections, LongRoPE with the full
+  models' short-factor tables (which litert-torch hard-codes: head_dim 96, and
+  128 with 3/4 rotated), MHA and 2:1 GQA;
 - DeepSeek-R1-Distill-Qwen, Hammer: the Qwen 2 architecture with 6:1 and 3:1 GQA;
 - SmolLM, AMD-Llama-135m: Llama architectures (3:1 GQA, untied head).
 
@@ -23,7 +26,8 @@ boundaries inside the prompt.
 
 Weights are drawn by ``parity.exact_random`` (the same bytes on every CPU),
 scaled so activations stay of unit size and the logits are O(1..10):
-projections N(0, 1/fan_in), embeddings N(0, 1), RMSNorm gains 1 + N(0, 0.1)
+projections N(0, 1/fan_in), embeddings N(0, 1) (N(0, 9/d) when the LM head is the
+embedding, so the logits stay near 10 at most), RMSNorm gains 1 + N(0, 0.1)
 (Gemma stores the gain's offset from 1: N(0, 0.1)), biases N(0, 0.1).
 The transformers model is built from the config only to name and shape the
 tensors; its initialiser's values are all replaced.
@@ -120,6 +124,20 @@ FAMILY_CONFIGS: dict[str, dict] = {
                             "partial_rotary_factor": 0.4},
         "tie_word_embeddings": False, "torch_dtype": "float32",
     },
+    "phi3": {
+        **_BASE, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+        "hidden_size": 192, "intermediate_size": 128, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "hidden_act": "silu", "tie_word_embeddings": False,
+        "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    },
+    "phi4": {
+        **_BASE, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+        "hidden_size": 256, "intermediate_size": 128, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "hidden_act": "silu", "tie_word_embeddings": True,
+        "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    },
     "smollm": {
         **_BASE, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 72, "intermediate_size": 128, "num_attention_heads": 6,
@@ -133,6 +151,32 @@ FAMILY_CONFIGS: dict[str, dict] = {
 }  # fmt: skip
 
 
+# Phi-3.5-mini's and Phi-4-mini's LongRoPE (the tables litert-torch's modules hard-code).
+_LONGROPE = {"phi3": ("phi.phi3", 1.0), "phi4": ("phi.phi4", 0.75)}
+
+
+def family_config(family: str) -> dict:
+    """The HF config.json of ``family``'s checkpoint (Phi's LongRoPE tables filled in).
+
+    Raises:
+      KeyError: ``family`` has no config here.
+    """
+    config = dict(FAMILY_CONFIGS[family])
+    if family in _LONGROPE:
+        import importlib
+
+        module, partial = _LONGROPE[family]
+        table = importlib.import_module(
+            "litert_torch.generative.examples." + module
+        ).ROPE_SHORT_FACTOR
+        config["rope_parameters"] = {
+            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": partial,
+            "short_factor": list(table), "long_factor": list(table),
+            "original_max_position_embeddings": 4096, "factor": 32.0,
+        }  # fmt: skip
+    return config
+
+
 def write_family_checkpoint(family: str, path: Path, seed: int) -> Path:
     """Writes the ``family``'s small random checkpoint (config.json + safetensors) once.
 
@@ -144,12 +188,13 @@ def write_family_checkpoint(family: str, path: Path, seed: int) -> Path:
     path = Path(path)
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return path
-    hf_config = FAMILY_CONFIGS[family]
+    hf_config = family_config(family)
     path.mkdir(parents=True, exist_ok=True)
     generator = exact_generator(seed)
     zero_centred = hf_config["model_type"] in _GEMMA_NORMS
+    tied = bool(hf_config.get("tie_word_embeddings"))
     state = {
-        name: _draw(name, shape, zero_centred, generator)
+        name: _draw(name, shape, zero_centred, tied, generator)
         for name, shape in _tensor_shapes(hf_config).items()
     }
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
@@ -167,13 +212,15 @@ def _tensor_shapes(hf_config: dict) -> dict[str, tuple[int, ...]]:
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
-def _draw(name: str, shape: tuple[int, ...], zero_centred: bool, generator) -> torch.Tensor:
+def _draw(name: str, shape: tuple[int, ...], zero_centred: bool, tied: bool, generator):
     draws = normal(shape, generator)
     if name.endswith("norm.weight"):
         return (0.1 * draws) if zero_centred else (1.0 + 0.1 * draws)
     if name.endswith(".bias"):
         return 0.1 * draws
     if "embed_tokens" in name:
-        return draws
+        # A tied head scores the unit-RMS final state against these rows: std 3/sqrt(d)
+        # gives logits of std about 3 (N(0, 1) rows gave maxima of 70 to 200).
+        return draws * (3 / math.sqrt(shape[-1])) if tied else draws
     # sqrt and division are correctly rounded everywhere (parity.exact_random).
     return draws * (1 / math.sqrt(shape[-1]))

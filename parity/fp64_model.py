@@ -23,6 +23,8 @@ The decoder families (``edge_flash.families``) add three more:
 - Llama 3.2's ``config.build_rope`` is litert-torch's ``_build_llama3_rope_cache``
   (fp32 frequencies with the ``llama3`` scaling); it is replaced by the same
   computation in float64, with the same scaling parameters.
+- Phi-3.5's and Phi-4's ``config.build_rope`` (LongRoPE with the short factors and
+  a scale) likewise, with the same factors and scale.
 - Gemma 2's sliding-window mask cache is a second fp32 tensor attribute;
   every ``*mask_cache`` tensor is converted.
 
@@ -97,6 +99,20 @@ def _rope_float64(build_rope):
                 for k in ("factor", "low_freq_factor", "high_freq_factor", "max_seq_len")
             },
         )
+    if isinstance(build_rope, functools.partial) and build_rope.func.__name__ in (
+        "_build_phi3_rope",
+        "_build_phi4_rope",
+    ):
+        keywords = build_rope.keywords
+        if keywords.get("condense_ratio", 1) != 1:
+            raise TypeError(
+                f"Phi RoPE with condense_ratio {keywords['condense_ratio']} has no float64 version"
+            )
+        return functools.partial(
+            build_longrope_float64,
+            theta_factors=keywords["theta_factors"].to(torch.float64),
+            scale=keywords["scale"],
+        )
     raise TypeError(
         f"config.build_rope ({build_rope!r}) has no float64 version in parity.fp64_model;"
         " add one (an fp32 RoPE table would make the oracle an fp32 model)"
@@ -162,6 +178,13 @@ def build_llama3_rope_float64(
     theta = torch.where(is_medium, smoothed, theta)
     radians = torch.outer(input_pos.to(torch.float64), theta)
     return torch.cos(radians), torch.sin(radians)
+
+
+def build_longrope_float64(input_pos, n_elem: int, base: int, *, theta_factors, scale: float):
+    """litert-torch's ``_build_phi3_rope`` / ``_build_phi4_rope`` (LongRoPE, short factors) in float64."""
+    theta = 1.0 / (float(base) ** (torch.arange(0, n_elem, 2, dtype=torch.float64) / n_elem))
+    radians = torch.outer(input_pos.to(torch.float64), theta / theta_factors)
+    return torch.cos(radians) * scale, torch.sin(radians) * scale
 
 
 def _rms_norm_float64(norm, x: torch.Tensor) -> torch.Tensor:

@@ -16,13 +16,13 @@ import pytest
 import edge_flash
 from edge_flash.families import FAMILIES, UNMAPPED, family_for, family_named
 from edge_flash.hf_config import ConfigMismatchError
-from parity.family_checkpoints import FAMILY_CONFIGS
+from parity.family_checkpoints import FAMILY_CONFIGS, family_config
 from parity.zoo import FAMILY_MODELS, SMOLLM2, TINYLLAMA_SHAPED
 
 # The decoder families of litert-torch 0.10's examples (issue 10's list).
 LITERT_DECODER_FAMILIES = (
     "gemma1", "gemma2", "gemma3", "qwen2.5", "qwen3", "llama3.2", "phi2", "phi3",
-    "openelm", "amd-llama-135m", "smollm", "tinyllama", "deepseek", "hammer",
+    "phi4", "openelm", "amd-llama-135m", "smollm", "tinyllama", "deepseek", "hammer",
 )  # fmt: skip
 
 
@@ -52,15 +52,17 @@ def test_model_type_picks_the_family():
         "gemma": "gemma1", "gemma2": "gemma2", "gemma3_text": "gemma3", "qwen2": "qwen2.5",
         "qwen3": "qwen3", "phi": "phi2",
     }  # fmt: skip
+    assert family_for(family_config("phi3")).name == "phi3"
+    assert family_for(family_config("phi4")).name == "phi4"
     for model_type, family in picks.items():
         assert family_for({"model_type": model_type}).name == family
-    assert family_for(FAMILY_CONFIGS["llama3.2"]).name == "llama3.2"
+    assert family_for(family_config("llama3.2")).name == "llama3.2"
     assert family_for({"model_type": "llama"}) is None  # the plain Llama mapping
 
 
 @pytest.mark.parametrize(
     ("model_type", "words"),
-    [("mistral", "'mistral'"), ("phi3", "LongRoPE"), ("openelm", "remote code")],
+    [("mistral", "'mistral'"), ("openelm", "remote code")],
 )
 def test_an_unbuilt_family_is_refused_naming_it(model_type, words):
     with pytest.raises(ConfigMismatchError, match=words):
@@ -76,10 +78,11 @@ def test_an_unbuilt_family_is_refused_naming_it(model_type, words):
         ("qwen3", "attention_bias", True, "attention_bias is True"),
         ("gemma1", "layer_types", ["sliding_attention", "full_attention"], "Gemma 1 has none"),
         ("qwen3", "num_key_value_heads", 3, "multiple of num_key_value_heads"),
+        ("phi3", "max_position_embeddings", 8192, "max_position_embeddings / original"),
     ],
 )
 def test_a_field_the_family_cannot_honour_is_named(family, field, value, words):
-    hf = copy.deepcopy(FAMILY_CONFIGS[family])
+    hf = copy.deepcopy(family_config(family))
     hf[field] = value
     with pytest.raises(ConfigMismatchError, match=words) as raised:
         family_named(family).model_config(hf, "config.json '/x'")
@@ -89,11 +92,11 @@ def test_a_field_the_family_cannot_honour_is_named(family, field, value, words):
 def test_gemma3_layers_follow_layer_types_with_their_rope_bases():
     import litert_torch.generative.layers.model_config as cfg
 
-    config = family_named("gemma3").model_config(FAMILY_CONFIGS["gemma3"])
+    config = family_named("gemma3").model_config(family_config("gemma3"))
     local, overall = (config.block_config(i).attn_config for i in range(2))
     assert local.attn_type == cfg.AttentionType.LOCAL_SLIDING and local.rotary_base == 10000
     assert overall.attn_type == cfg.AttentionType.GLOBAL and overall.rotary_base == 1000000
-    assert local.sliding_window_size == FAMILY_CONFIGS["gemma3"]["sliding_window"]
+    assert local.sliding_window_size == family_config("gemma3")["sliding_window"]
 
 
 # ---- the verify CLI on checkpoints transformers writes (not the zoo's) ----------------

@@ -256,9 +256,9 @@ def model_config(model: ZooModel, checkpoint: Path | None = None):
         return smollm.get_model_config_v2()
     if model.builder == "family":
         from edge_flash.families import family_named
-        from parity.family_checkpoints import FAMILY_CONFIGS
+        from parity.family_checkpoints import family_config
 
-        return family_named(model.family).model_config(FAMILY_CONFIGS[model.family])
+        return family_named(model.family).model_config(family_config(model.family))
     hf = {
         TINY_RANDOM.name: TINY_CONFIG,
         TINYLLAMA_SHAPED.name: dict(
