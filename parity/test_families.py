@@ -9,7 +9,6 @@ CLI takes a Qwen 3 and a Gemma 3 checkpoint written by transformers itself.
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
