@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import litert_torch.generative.layers.model_config as cfg
 import pytest
 import torch
 
-import litert_torch.generative.layers.model_config as cfg
 from parity import checks
 from parity import legs as L
 from parity.chain import Chain
