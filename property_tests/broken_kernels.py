@@ -10,8 +10,9 @@ The bugs cover the classes blockwise kernels really get wrong: online-softmax
 bookkeeping (blocks), NaN from -inf arithmetic, causal positions, GQA heads,
 partial blocks, mask slicing, block skipping that only causal masks justify,
 scale, softcap order, precision (fp32 and half), small systematic drift, drift
-that appears only on long sequences, fully masked rows, and overflow. property_tests/test_gate_has_teeth.py lists, for
-every bug, the properties that must catch it.
+that appears only on long sequences, fully masked rows, and overflow.
+property_tests/test_gate_has_teeth.py lists, for every bug, the properties
+that must catch it.
 """
 
 from __future__ import annotations
