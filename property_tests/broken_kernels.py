@@ -8,10 +8,11 @@ the correct kernel (property_tests/test_gate_has_teeth.py checks that it is).
 
 The bugs cover the classes blockwise kernels really get wrong: online-softmax
 bookkeeping (blocks), NaN from -inf arithmetic, causal positions, GQA heads,
-partial blocks, mask slicing, scale, softcap order, precision (fp32 and half),
-small systematic drift, drift that appears only on long sequences, fully
-masked rows, and overflow. property_tests/test_gate_has_teeth.py lists, for
-every bug, the properties that must catch it.
+partial blocks, mask slicing, block skipping that only causal masks justify,
+scale, softcap order, precision (fp32 and half), small systematic drift, drift
+that appears only on long sequences, fully masked rows, and overflow.
+property_tests/test_gate_has_teeth.py lists, for every bug, the properties
+that must catch it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from edge_flash.validation import check_attention_inputs, check_block_size
 # its allowance), so any gate that draws S > 512 fails it.
 LONG_PATH_MIN_KV = 512
 LONG_PATH_DRIFT = 3e-4
+# skips_blocks_by_edge_rows: a mask entry at or below this counts as masked in
+# its skip test (-inf and the finite large negatives models use; the random
+# masks' additive values stay above -4).
+SKIP_TEST_MASKED = -1e4
 
 BUGS = {
     "missing_acc_rescale": "acc is not multiplied by exp(m_old - m_new) when the running max grows",
@@ -53,6 +58,11 @@ BUGS = {
         f" 1 + {LONG_PATH_DRIFT:g}"
     ),
     "fp16_computed_in_bf16": "fp16 inputs are computed in bf16 (8 significand bits, not fp32's 24)",
+    "skips_blocks_by_edge_rows": (
+        "a KV block is skipped when the mask hides it from the query block's first and last rows"
+        " (right for causal and padding masks; a sliding window narrower than the block lies"
+        " between them)"
+    ),
 }
 
 
@@ -156,6 +166,8 @@ def _query_block(q_block, k_t, v_g, biases, causal, t0, seq_q, kv_block, softcap
         s1 = min(s0 + kv_block, seq_kv)
         if causal and s0 > t0 + rows - 1 + shift:
             break
+        if bug == "skips_blocks_by_edge_rows" and _hidden_from_edge_rows(biases, t0, rows, s0, s1):
+            continue
         scores = q_flat @ k_t[:, :, :, s0:s1]  # (B, G, R*T', S')
         if softcap is not None and bug != "softcap_after_mask":
             scores = torch.tanh(scores / softcap) * softcap
@@ -188,6 +200,24 @@ def _query_block(q_block, k_t, v_g, biases, causal, t0, seq_q, kv_block, softcap
     return acc * inverse
 
 
+def _hidden_from_edge_rows(biases, t0, rows, s0, s1) -> bool:
+    """Whether a bias masks keys [s0, s1) for rows t0 and t0 + rows - 1 (everywhere in B and N).
+
+    The bug's block-skip test. Under a causal or padding mask a later row
+    sees every key an earlier row sees, so the last row alone would decide
+    it; under a sliding window narrower than the block, middle rows see keys
+    that both edge rows have lost.
+    """
+    for bias in biases:
+        if bias.shape[3] != 1:
+            bias = bias[:, :, :, [t0, t0 + rows - 1]]
+        if bias.shape[4] != 1:
+            bias = bias[:, :, :, :, s0:s1]
+        if bool((bias <= SKIP_TEST_MASKED).all()):
+            return True
+    return False
+
+
 def _slice_bias(bias, t0, rows, s0, s1, bug) -> torch.Tensor:
     """Rows [t0, t0 + rows) and columns [s0, s1) of a (Bm, Gm, Rm, Tm, Sm) bias."""
     if bias.shape[3] != 1:
@@ -215,5 +245,6 @@ fully_masked_rows_mean = _broken("fully_masked_rows_mean")
 no_max_subtraction = _broken("no_max_subtraction")
 long_sequence_drift = _broken("long_sequence_drift")
 fp16_computed_in_bf16 = _broken("fp16_computed_in_bf16")
+skips_blocks_by_edge_rows = _broken("skips_blocks_by_edge_rows")
 
 __all__ = ["BUGS", "correct_copy", *BUGS]

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from litert_torch.generative.layers.attention_utils import build_alibi_bias
 
 from parity.exact_random import ExactGenerator, exact_generator, integers, normal, uniform
+from property_tests.window_masks import WINDOW_MASKS, decoder_window_mask, window_sizes
 
 # Mask kinds. All but "none", "random" and "bidirectional" are causal at the
 # cache offset: query row i sits at position offset + i and sees keys <= it.
@@ -36,7 +37,8 @@ MASK_KINDS = (
     "causal",  # explicit causal mask at the cache offset
     "pad-left",  # causal, and each batch row's first keys are padding
     "pad-right",  # causal, and each batch row's keys past its length are padding
-    "window",  # causal sliding window
+    "gemma2-window",  # sliding window, built by Gemma 2's code (property_tests/window_masks.py)
+    "gemma3-window",  # sliding window, built by Gemma 3's code
     "random",  # random visible pattern with random additive values (not causal)
     "full-rows",  # causal, with some query rows masked entirely
     "bidirectional",  # all keys visible (zeros)
@@ -105,6 +107,7 @@ class AttentionCase:
     num_kv_heads: int = 1
     head_dim: int = 32
     mask: str = "none"
+    window: int = 0  # sliding window of the gemma*-window masks (keys pos - window < k <= pos)
     mask_shape: str = "b1ts"
     fill: str = "-inf"
     softcap: Optional[float] = None
@@ -123,7 +126,7 @@ class AttentionCase:
         parts = [
             f"b{self.batch}-t{self.seq_q}-s{self.seq_kv}-p{self.offset}",
             f"n{self.num_heads}g{self.num_kv_heads}-h{self.head_dim}",
-            self.mask,
+            self.mask + (f"-w{self.window}" if self.mask in WINDOW_MASKS else ""),
         ]
         if self.mask != "none":
             parts.append(self.mask_shape)
@@ -187,6 +190,11 @@ def make_mask(case: AttentionCase, generator: ExactGenerator) -> Optional[torch.
     b = case.batch if has_batch else 1
     n = case.num_heads if has_heads else 1
     t, s = case.seq_q, case.seq_kv
+    fill = {"-inf": -math.inf, "-1e9": -1e9, "min": torch.finfo(case.torch_dtype).min}[case.fill]
+    if case.mask in WINDOW_MASKS:
+        mask = decoder_window_mask(case.mask, t, s, case.offset, case.window, fill)
+        mask = mask.expand(b, n, t, s).contiguous()  # (b, n, T, S), like the other kinds
+        return _broadcast(mask.to(case.torch_dtype), case.mask_shape)
     positions = case.offset + torch.arange(t).view(1, 1, t, 1)  # (1, 1, T, 1)
     keys = torch.arange(s).view(1, 1, 1, s)  # (1, 1, 1, S)
     visible = (keys <= positions).expand(b, n, t, s)  # causal at the offset
@@ -197,9 +205,6 @@ def make_mask(case: AttentionCase, generator: ExactGenerator) -> Optional[torch.
     elif case.mask == "pad-right":
         lengths = torch.tensor(integers(1, s + 1, b, generator)).view(b, 1, 1, 1)
         visible = visible & (keys < lengths)
-    elif case.mask == "window":
-        (window,) = integers(1, s + 1, 1, generator)
-        visible = visible & (keys > positions - window)
     elif case.mask == "random":
         visible = uniform((b, n, t, s), generator) < 0.8
         additive = -4.0 * uniform((b, n, t, s), generator)
@@ -208,9 +213,13 @@ def make_mask(case: AttentionCase, generator: ExactGenerator) -> Optional[torch.
         visible = visible & ~dropped
     elif case.mask == "bidirectional":
         visible = torch.ones(b, n, t, s, dtype=torch.bool)
-    fill = {"-inf": -math.inf, "-1e9": -1e9, "min": torch.finfo(case.torch_dtype).min}
-    mask = torch.where(visible, additive, fill[case.fill]).to(case.torch_dtype)
-    return mask[0, 0] if case.mask_shape == "ts" else mask  # (T, S) or 4-D
+    mask = torch.where(visible, additive, fill).to(case.torch_dtype)
+    return _broadcast(mask, case.mask_shape)
+
+
+def _broadcast(mask: torch.Tensor, mask_shape: str) -> torch.Tensor:
+    """A (b, n, T, S) mask as ``mask_shape`` holds it: (T, S) for "ts", else as is."""
+    return mask[0, 0] if mask_shape == "ts" else mask  # (T, S) or 4-D
 
 
 def explicit_mask(case: AttentionCase, inputs: dict) -> torch.Tensor:
@@ -351,6 +360,7 @@ def attention_cases(
         dims["head_dim"],
     )
     mask = draw(st.sampled_from(masks))
+    window = draw(window_sizes(seq_q, offset, seq_kv)) if mask in WINDOW_MASKS else 0
     return AttentionCase(
         batch=batch,
         seq_q=seq_q,
@@ -360,6 +370,7 @@ def attention_cases(
         num_kv_heads=num_kv_heads,
         head_dim=head_dim,
         mask=mask,
+        window=window,
         mask_shape=draw(st.sampled_from(MASK_SHAPES)),
         fill=draw(st.sampled_from(MASK_FILLS)),
         softcap=draw(st.sampled_from(SOFTCAPS)),

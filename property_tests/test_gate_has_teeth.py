@@ -37,6 +37,7 @@ CASE_ID = re.compile(r"\bb\d+-t\d+-s\d+-p\d+-n\d+g\d+-h\d+-\S+-seed\d+")
 _ORACLE = "property_tests/test_matches_oracle.py::"
 _META = "property_tests/test_metamorphic.py::"
 FP32 = _ORACLE + "test_candidate_matches_oracle_within_fp32_error_model"
+WINDOWS = _ORACLE + "test_candidate_matches_oracle_under_gemma_sliding_window_masks"
 HUGE_LOGITS = _ORACLE + "test_candidate_is_finite_and_close_to_standard_at_huge_logits"
 HALF = _ORACLE + "test_candidate_matches_oracle_in_half_precision"
 BLOCK_SIZES = _META + "test_output_does_not_depend_on_block_sizes"
@@ -66,6 +67,12 @@ CATCHES = {
         "mask_rows_not_offset": (FP32, BLOCK_SIZES),
         "softcap_after_mask": (FP32,),
         "fully_masked_rows_mean": (FP32,),
+    },
+    # Not FP32, BLOCK_SIZES, HALF: unpinned they fail it too, but on full-rows
+    # cases (a dropped last row hides the block from both edge rows; measured),
+    # not on the windows this class is about.
+    "sliding windows": {
+        "skips_blocks_by_edge_rows": (WINDOWS, DECODE),
     },
     "GQA head mapping": {
         "gqa_head_modulo": (FP32, GQA),
@@ -229,3 +236,31 @@ def test_broken_kernels_without_a_bug_are_correct(case):
         names=("correct_copy", "edge_flash", "oracle"),
     )
     assert torch.isfinite(broken_kernels.correct_copy(**inputs, **blocks)).all()
+
+
+@pytest.mark.parametrize("fill", ["-inf", "-1e9"])
+@pytest.mark.parametrize(
+    "mask, window, exact",
+    [("none", 0, True), ("causal", 0, True), ("pad-left", 0, True), ("pad-right", 0, True),
+     ("gemma2-window", 40, True), ("gemma3-window", 16, True),  # no narrower than the block
+     ("gemma2-window", 8, False), ("gemma3-window", 8, False)],
+)  # fmt: skip
+def test_edge_row_block_skipping_errs_only_where_a_window_is_narrower_than_the_block(
+    mask, window, exact, fill
+):
+    """skips_blocks_by_edge_rows is bit-exact under causal and padding masks, wrong under narrow windows.
+
+    So only sliding windows (or dropped rows) can catch it: a causal-only gate
+    passes it. Compared on the rows whose answer is determined (a fully padded
+    row with a finite fill has none).
+    """
+    case = AttentionCase(batch=2, seq_q=37, seq_kv=100, offset=20, num_heads=4, num_kv_heads=2,
+                         mask=mask, window=window, fill=fill, q_block_size=16, kv_block_size=3,
+                         seed=5)  # fmt: skip
+    inputs = make_inputs(case)
+    blocks = dict(q_block_size=case.q_block_size, kv_block_size=case.kv_block_size)
+    determined = reference_attention(**inputs).determined
+    actual = broken_kernels.skips_blocks_by_edge_rows(**inputs, **blocks)
+    expected = broken_kernels.correct_copy(**inputs, **blocks)
+    same = torch.equal(actual[determined.expand_as(actual)], expected[determined.expand_as(actual)])
+    assert same == exact, f"{case.case_id}: bit-exact {same}, expected {exact}"

@@ -154,10 +154,16 @@ def runs(tmp_path_factory) -> dict:
 
 
 def minimal_cases(output: str) -> dict:
-    """{test name: [AttentionCase]}: the failing examples hypothesis printed, after shrinking."""
+    """{test name: [AttentionCase]}: the failing examples hypothesis printed, after shrinking.
+
+    A pinned ``@example`` that fails (printed as a failing explicit example) is
+    one too: the pins are minimal cases of earlier searches.
+    """
     text = "\n".join(line.removeprefix("E") for line in output.splitlines())
     found = {}
-    pattern = r"(?:Failing test case|Falsifying example): (\w+)\((.*?)\n\s*\)"
+    pattern = (
+        r"(?:Failing test case|Failing explicit example|Falsifying example): (\w+)\((.*?)\n\s*\)"
+    )
     for test, arguments in re.findall(pattern, text, flags=re.DOTALL):
         for fields in re.findall(r"case=AttentionCase\(([^()]*)\)", arguments):
             values = re.findall(r"(\w+)=([^,]+)", fields)

@@ -24,7 +24,15 @@ from property_tests.strategies import (
 )
 
 # Masks under which query row i sees only keys up to its cache position.
-CAUSAL_MASKS = ("none", "causal", "pad-left", "pad-right", "window", "full-rows")
+CAUSAL_MASKS = (
+    "none",
+    "causal",
+    "pad-left",
+    "pad-right",
+    "gemma2-window",
+    "gemma3-window",
+    "full-rows",
+)
 
 
 @GATE_SETTINGS
@@ -134,7 +142,9 @@ DECODE_MAX_ROWS = 48
 
 @GATE_SETTINGS
 @given(
-    case=attention_cases(masks=CAUSAL_MASKS, max_len=DECODE_MAX_ROWS, long_max_seq_q=DECODE_MAX_ROWS)
+    case=attention_cases(
+        masks=CAUSAL_MASKS, max_len=DECODE_MAX_ROWS, long_max_seq_q=DECODE_MAX_ROWS
+    )
 )
 def test_decoding_one_token_at_a_time_equals_one_prefill(gate, case):
     """Query row i decoded alone, with the cache filled up to its position, equals prefill row i."""

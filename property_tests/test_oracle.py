@@ -16,6 +16,17 @@ CASES = [
     AttentionCase(seq_q=4, seq_kv=7, offset=2, num_heads=4, num_kv_heads=1, mask="pad-left"),
     AttentionCase(seq_q=3, seq_kv=8, num_heads=4, num_kv_heads=4, mask="random", mask_shape="bnts"),
     AttentionCase(seq_q=6, seq_kv=6, num_heads=2, num_kv_heads=1, alibi=True, scale=0.3),
+    # Gemma 3's sliding window: -inf above the diagonal, -1e9 below a window that wraps in the block.
+    AttentionCase(
+        seq_q=7,
+        seq_kv=12,
+        offset=3,
+        num_heads=2,
+        num_kv_heads=1,
+        mask="gemma3-window",
+        window=3,
+        fill="-1e9",
+    ),
 ]
 
 

@@ -19,6 +19,8 @@ from property_tests.strategies import (
     make_inputs,
     max_seq_len,
 )
+from property_tests.test_metamorphic import CAUSAL_MASKS, DECODE_MAX_ROWS
+from property_tests.window_masks import WINDOW_KINDS, WINDOW_MASKS, window_kinds
 
 # find() searches until the condition holds; these bound the search, not the test.
 _FIND = settings(
@@ -26,17 +28,18 @@ _FIND = settings(
 )
 
 
-# One case per random draw make_inputs makes (normals; integers for pad-left,
-# pad-right, window; uniforms for random and full-rows), in fp32, fp16 and bf16,
-# with ALiBi; prints {case_id: sha256 of every tensor's bytes}.
+# One case per random draw make_inputs makes (normals; integers for pad-left and
+# pad-right; uniforms for random and full-rows; none, but litert-torch's mask
+# code, for gemma3-window), in fp32, fp16 and bf16, with ALiBi; prints
+# {case_id: sha256 of every tensor's bytes}.
 _INPUTS_CHILD = """
 import hashlib, json
 import torch
 from property_tests.strategies import AttentionCase, make_inputs
 base = AttentionCase(batch=2, seq_q=37, seq_kv=100, offset=20, num_heads=8, num_kv_heads=2,
-                     head_dim=64, mask_shape="bnts", seed=5)
+                     head_dim=64, mask_shape="bnts", window=7, seed=5)
 cases = [base.replace(mask=mask, dtype=dtype, alibi=dtype != "fp32")
-         for mask in ("random", "full-rows", "pad-left", "pad-right", "window")
+         for mask in ("random", "full-rows", "pad-left", "pad-right", "gemma3-window")
          for dtype in ("fp32", "fp16", "bf16")]
 digests = {}
 for case in cases:
@@ -114,6 +117,41 @@ def test_long_cases_stay_within_the_ci_length_and_work_limit():
 )  # fmt: skip
 def test_strategy_reaches(condition):
     """The default strategy can draw each of the contract's corners."""
+    assert condition(find(attention_cases(), condition, settings=_FIND))
+
+
+def _in_window_kind(case: AttentionCase, kind: str) -> bool:
+    return case.mask in WINDOW_MASKS and kind in window_kinds(case.seq_q, case.offset, case.window)
+
+
+# The strategy of the decode = prefill property, where a window must wrap or sit in the cache too.
+_DECODE_CASES = attention_cases(masks=CAUSAL_MASKS, max_len=DECODE_MAX_ROWS,
+                                long_max_seq_q=DECODE_MAX_ROWS)  # fmt: skip
+
+
+@pytest.mark.parametrize("mask", WINDOW_MASKS)
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+@pytest.mark.parametrize(
+    "strategy",
+    [attention_cases(), _DECODE_CASES, attention_cases(masks=WINDOW_MASKS)],
+    ids=["default", "decode", "windows-only"],
+)
+def test_strategy_draws_every_kind_of_sliding_window(strategy, kind, mask):
+    """Each decoder's window mask is drawn with the cache in front, wrapping in the block, and in decode."""
+    condition = lambda c: c.mask == mask and _in_window_kind(c, kind)
+    assert condition(find(strategy, condition, settings=_FIND))
+
+
+def test_strategy_draws_a_window_narrower_than_a_query_block_that_spans_kv_blocks():
+    """A window shorter than its query block, which holds whole KV blocks (where block skipping errs)."""
+    condition = lambda c: (_in_window_kind(c, "wraps-in-block") and c.q_block_size >= c.seq_q
+                           and c.window + 2 * c.kv_block_size <= c.seq_q)  # fmt: skip
+    assert condition(find(attention_cases(), condition, settings=_FIND))
+
+
+def test_strategy_draws_windows_inside_long_caches():
+    """A window whose lower edge lies in a cache of more than 512 keys in front of the block."""
+    condition = lambda c: c.seq_kv > LONG_MIN_LEN and _in_window_kind(c, "cache-in-front")
     assert condition(find(attention_cases(), condition, settings=_FIND))
 
 
