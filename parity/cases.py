@@ -58,10 +58,12 @@ QUANTIZE_ENV = "PARITY_QUANTIZE"
 # The models the quantized legs run on (SmolLM2 only when asked for, see above).
 QUANTIZED_MODELS = ("tiny-random-llama", "smollm2-135m")
 _DEFAULT_QUANTIZED = {("tiny-random-llama", "dynamic_int8")}
-# litert-torch refuses dynamic_int4_block128 on both models (measured, litert-torch
-# 0.10): "Quantized dimension 64 in tensor shape (256, 64) is not divisible by block
-# size 128" on tiny-random-llama (hidden size 64), and SmolLM2's hidden size 576 is
-# not a multiple of 128 either. test_chain_quantized pins the refusal instead.
+# litert-torch 0.10 refuses dynamic_int4_block128 on tiny-random-llama (hidden size
+# 64; measured): "Failed to get quantization parameters for tensor: arith.constant21.
+# Error: Quantized dimension 64 in tensor shape (256, 64) is not divisible by block
+# size 128". SmolLM2's hidden size 576 is not a multiple of 128 either, so its weights
+# whose input dimension is 576 cannot be blocked by 128 (inferred, not converted).
+# test_chain_quantized pins the refusal on the tiny model instead.
 UNCONVERTIBLE = {"dynamic_int4_block128"}
 
 
