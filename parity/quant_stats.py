@@ -174,3 +174,30 @@ def stat_fields(stats: QuantStats) -> list[dict]:
         {"metric": FIRST_GREEDY_DIVERGENCE, "value": float(min(diverged, default=steps)),
          "details": f"{'diverged' if diverged else 'never diverged'}: {stats.divergence_text()}"},
     ]  # fmt: skip
+
+
+def kv_onset(actual: L.LegRun, expected: L.LegRun, allowance: torch.Tensor) -> str:
+    """Where two legs' KV caches after prefill first part by more than ``allowance``.
+
+    ``allowance`` is (L, 2, T), per (layer, k/v, position) row. Returns one line
+    naming the first layer with a row over it and the positions over there: a
+    difference that starts at one position of one layer, every earlier layer
+    within the allowance, is one rounding flip of a quantized activation (the
+    same op rounding to the next integer in one leg), not a drift of attention.
+
+    Raises:
+      ValueError: a leg exposes no KV cache.
+    """
+    if actual.kv is None or expected.kv is None:
+        raise ValueError(f"legs {actual.leg} and {expected.leg} must both expose their KV cache")
+    diff = (actual.kv - expected.kv).abs().nan_to_num(nan=math.inf).flatten(3).amax(-1)  # (L, 2, T)
+    over = ~(diff <= allowance)
+    layers = over.flatten(1).any(-1)  # (L,)
+    if not bool(layers.any()):
+        return "KV cache after prefill: every layer within the allowance"
+    layer = int(layers.nonzero()[0])
+    positions = sorted({int(p) for p in over[layer].nonzero()[:, 1]})
+    return (
+        f"KV cache after prefill: layers 0..{layer - 1} within the allowance, layer {layer}"
+        f" over it at positions {positions} (greatest difference {float(diff[layer].max()):.3g})"
+    )

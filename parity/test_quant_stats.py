@@ -12,6 +12,7 @@ from parity import legs as L
 from parity.quant_stats import (
     first_greedy_divergence,
     kl_divergence,
+    kv_onset,
     percentile,
     quant_stats,
 )
@@ -119,3 +120,22 @@ def test_stats_reject_a_prompt_without_oracle_run():
     run = _run([[0.0, 1.0]], [])
     with pytest.raises(ValueError, match=r"prompts \['b'\] have no oracle run"):
         quant_stats({"a": run, "b": run}, {"a": run})
+
+
+def test_kv_onset_names_the_first_layer_over_and_its_positions():
+    """Layer 0 within, layer 1 over at position 2 only: named; no row over: said so."""
+    expected = _run([[0.0, 1.0]] * 3, [])
+    expected.kv = torch.zeros(3, 2, 3, 1, 2, dtype=torch.float64)  # (L, 2, T, G, H)
+    actual = _run([[0.0, 1.0]] * 3, [])
+    actual.kv = expected.kv.clone()
+    actual.kv[0, 0, 1, 0, 0] = 0.5e-3  # within the allowance
+    actual.kv[1, 1, 2, 0, 1] = 0.05
+    actual.kv[2, 0, 0, 0, 0] = 0.2  # later layers are not searched
+    allowance = torch.full((3, 2, 3), 1e-3, dtype=torch.float64)
+    assert kv_onset(actual, expected, allowance) == (
+        "KV cache after prefill: layers 0..0 within the allowance, layer 1 over it at"
+        " positions [2] (greatest difference 0.05)"
+    )
+    assert kv_onset(expected, expected, allowance) == (
+        "KV cache after prefill: every layer within the allowance"
+    )
