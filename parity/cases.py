@@ -9,7 +9,10 @@ The quantized legs (``quantized_cases``) run, in a plain session, one recipe on
 one model: ``dynamic_int8`` (litert-torch's usual) on ``tiny-random-llama``, about
 50 s of conversions. ``PARITY_QUANTIZE=all`` (or a list, e.g.
 ``dynamic_int8,fp16``) runs those recipes on every model of ``QUANTIZED_MODELS``;
-the cases not selected are skipped with a reason saying so.
+the cases not selected are skipped with a reason saying so. Under the
+dynamic-range recipes SmolLM2's flash-vs-standard case fails (measured for
+dynamic_int8): one activation rounds to the neighbouring int8 value in one leg
+and the legs part (see ``parity.tolerances`` beside ``FLASH_VS_STANDARD_ATOL``).
 """
 
 from __future__ import annotations

@@ -290,7 +290,19 @@ FLASH_VS_STANDARD_ATOL = OWNER_ATOL_FP32
 #   prompts, 2026-12-02): the worst |flash - standard| / rule was 0.045 under
 #   dynamic_int8 and 0.036 under dynamic_int4_block32, below the fp32 TFLite
 #   pair's 0.081 (and 0.084 weight_only_int8, 0.13 fp16): no flip showed, as
-#   expected if the int8 rounding erases the upstream difference. A failure
+#   expected if the int8 rounding erases the upstream difference. On SmolLM2
+#   under dynamic_int8 (2 prompts, 2026-12-02) the rule fails: flash and
+#   standard logits differ by up to 2.7 and 4.8, the size of the recipe's own
+#   error against the oracle (2 to 6). The quantizer rewrote the same ops in
+#   both graphs (151 FULLY_CONNECTED and the EMBEDDING_LOOKUP per signature),
+#   and the KV caches agree within fp32 rounding (<= 6e-6) in layers 0..7;
+#   layer 8 differs by 0.05 at one position (11) only, in k and v, and from
+#   layer 9 on at every later position: one input element of layer 8's qkv
+#   projection at position 11 rounded to the neighbouring int8 value in one
+#   leg, and the difference then spread through attention and later layers'
+#   roundings. That is the flip described above, not a flash error, and not
+#   allowed for here: the rule stays, the check fails, and its message says
+#   where the caches part (``parity.quant_stats.kv_onset``). A failure
 #   under a dynamic recipe is then a flash error or such a flip: the message
 #   lists which ops are quantized differently (none, if a flip), and the
 #   per-row difference shows a jump of one quantum times a weight row, not a
