@@ -297,10 +297,12 @@ FLASH_VS_STANDARD_ATOL = OWNER_ATOL_FP32
 #   both graphs (151 FULLY_CONNECTED and the EMBEDDING_LOOKUP per signature),
 #   and the KV caches agree within fp32 rounding (<= 6e-6) in layers 0..7;
 #   layer 8 differs by 0.05 at one position (11) only, in k and v, and from
-#   layer 9 on at every later position: one input element of layer 8's qkv
-#   projection at position 11 rounded to the neighbouring int8 value in one
-#   leg, and the difference then spread through attention and later layers'
-#   roundings. That is the flip described above, not a flash error, and not
+#   layer 9 on at every later position (both prompts share positions 0..23).
+#   That is the pattern of one input element of layer 8's qkv projection at
+#   position 11 rounding to the neighbouring int8 value in one leg, the
+#   difference then spreading through attention and later layers' roundings
+#   (inferred: the graph exposes no activations to see the flip itself). It
+#   is the flip described above, not a flash error, and not
 #   allowed for here: the rule stays, the check fails, and its message says
 #   where the caches part (``parity.quant_stats.kv_onset``). A failure
 #   under a dynamic recipe is then a flash error or such a flip: the message
