@@ -12,7 +12,8 @@ CLI (the seed's ``convert_to_tflite.py``)::
     python -m edge_flash.convert --model {tiny_llama,smollm2,auto} \\
         --checkpoint_path PATH --use_flash_attention={true,false,auto} \\
         --prefill_seq_lens 256 --kv_cache_max_len 1024 \\
-        --quantize {none,dynamic_int8} --output_path DIR
+        --quantize {none,dynamic_int8,weight_only_int8,fp16,dynamic_int4_block32,...} \\
+        --output_path DIR
 
 With no checkpoint it converts the shipped SmolLM2-135M-Instruct. It prints
 progress for the long steps, then where it wrote the file, the conversion time,
@@ -44,7 +45,27 @@ from edge_flash.cli import EXIT_UNUSABLE, ArgumentParser
 from edge_flash.integration import attention_functions
 from edge_flash.runtime import tflite_op_counts
 
-QUANTIZE_CHOICES = ("none", "dynamic_int8")
+# litert-torch 0.10's quantization recipes, by its own names
+# (``generative.utilities.converter.QuantizationName``), each with the file-name
+# suffix litert-torch's converter gives it (``create_quantize_suffix``):
+# - none: fp32 weights and activations;
+# - dynamic_int8: int8 per-channel weights, activations quantized to int8 per call
+#   (dynamic range), integer compute in the ops that take weights;
+# - weight_only_int8: int8 per-channel weights, dequantized to fp32, float compute;
+# - fp16: fp16 weights, dequantized to fp32, float compute;
+# - dynamic_int4_block32 / dynamic_int4_block128: int4 weights in blocks of 32 / 128
+#   along the input dimension, activations as in dynamic_int8.
+# Every recipe applies to every op ai-edge-quantizer supports (litert-torch's
+# ``quant_recipes.full_*_recipe``: regex ".*"), so they differ only in how.
+QUANTIZE_SUFFIXES = {
+    "none": "f32",
+    "dynamic_int8": "q8",
+    "weight_only_int8": "q8_wo",
+    "fp16": "fp16",
+    "dynamic_int4_block32": "q4_block32",
+    "dynamic_int4_block128": "q4_block128",
+}
+QUANTIZE_CHOICES = tuple(QUANTIZE_SUFFIXES)
 _HEARTBEAT_SECONDS = 30.0
 
 
@@ -70,11 +91,13 @@ def convert_to_tflite(
       model: e.g. from ``edge_flash.build_model``; its mask cache must cover
         ``kv_cache_max_len`` (build it with ``mask_cache_size=kv_cache_max_len``).
       output_path: a ``.tflite`` file path, or a directory (the name is then
-        ``<prefix>_<quant>_ekv<kv_cache_max_len>.tflite``, prefix from the model
-        class and its attention: ``decoderonlymodel_flash``, ...).
+        ``<prefix>_<quant>_ekv<kv_cache_max_len>.tflite``, ``<quant>`` from
+        ``QUANTIZE_SUFFIXES``, prefix from the model class and its attention:
+        ``decoderonlymodel_flash``, ...).
       prefill_seq_lens: one or more prefill lengths, each <= kv_cache_max_len.
       kv_cache_max_len: KV cache slots (prompt plus generated tokens).
-      quantize: "none" (fp32) or "dynamic_int8".
+      quantize: a litert-torch recipe name, one of ``QUANTIZE_CHOICES`` ("none":
+        fp32; the others are described beside ``QUANTIZE_SUFFIXES``).
       export_config: litert-torch ``ExportConfig`` (default: logits on prefill).
       progress: print progress lines to stderr.
 
@@ -134,7 +157,7 @@ def default_name_prefix(model: torch.nn.Module) -> str:
 def _target_path(output_path, model, quantize, kv_cache_max_len, prefix) -> Path:
     if output_path.suffix == ".tflite":
         return output_path
-    suffix = "f32" if quantize == "none" else "q8"
+    suffix = QUANTIZE_SUFFIXES[quantize]
     prefix = prefix or default_name_prefix(model)
     return output_path / f"{prefix}_{suffix}_ekv{kv_cache_max_len}.tflite"
 

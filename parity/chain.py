@@ -63,27 +63,32 @@ class TFLiteStore:
         self.conversions: dict[str, float] = {}  # file name -> seconds, this store only
         self._checked: set[Path] = set()  # files of this store known to open
 
-    def path(self, prepared: PreparedModel, variant: str) -> Path:
-        """The .tflite of ``variant`` ("std" or "flash"), converting it if not there yet.
+    def path(self, prepared: PreparedModel, variant: str, quantize: str = "none") -> Path:
+        """The .tflite of ``variant`` ("std" or "flash") converted with litert-torch's
+        ``quantize`` recipe (``edge_flash.convert.QUANTIZE_CHOICES``), converting it if
+        not there yet.
 
         Raises:
-          ValueError: unknown variant.
+          ValueError: unknown variant or recipe.
         """
+        from edge_flash.convert import QUANTIZE_CHOICES
+
         if variant not in ("std", "flash"):
             raise ValueError(f"variant ({variant!r}) must be 'std' or 'flash'")
-        target = (
-            self.directory / f"{prepared.zoo.name}-{variant}-{self._key(prepared, variant)}.tflite"
-        )
+        if quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"quantize ({quantize!r}) must be one of {QUANTIZE_CHOICES}")
+        stem = f"{prepared.zoo.name}-{variant}" + ("" if quantize == "none" else f"-{quantize}")
+        target = self.directory / f"{stem}-{self._key(prepared, variant, quantize)}.tflite"
         # Other processes (pytest-xdist workers) may share the directory: the first
         # to need this file converts it, the others wait here and then reuse it.
         lock = target.with_name(target.name + ".lock")
         with exclusive_lock(
             lock, f"parity.chain: waiting for another process to convert {target.name}"
         ):
-            self._check_or_convert(prepared, variant, target)
+            self._check_or_convert(prepared, variant, quantize, target)
         return target
 
-    def _check_or_convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
+    def _check_or_convert(self, prepared, variant: str, quantize: str, target: Path) -> None:
         """Moves an unusable cached ``target`` aside, then converts it if it is not there."""
         if target.is_file() and target not in self._checked:
             problem = tflite_problem(target)
@@ -93,10 +98,10 @@ class TFLiteStore:
                 print(f"parity.chain: cached {target} is unusable ({problem}); moved to"
                       f" {aside.name}, converting again", file=sys.stderr, flush=True)  # fmt: skip
         if not target.is_file():
-            self._convert(prepared, variant, target)
+            self._convert(prepared, variant, quantize, target)
         self._checked.add(target)
 
-    def _key(self, prepared: PreparedModel, variant: str) -> str:
+    def _key(self, prepared: PreparedModel, variant: str, quantize: str) -> str:
         zoo = prepared.zoo
         options = L.accepted_options(self.attention_impl, zoo.kernel_options)
         kernel = self.attention_impl_spec if variant == "flash" else "standard"
@@ -107,9 +112,11 @@ class TFLiteStore:
         text += f" {_sources_hash()} {_kernel_source_hash(self.attention_impl)}"
         if self.model_builder is not None:
             text += f" builder={self.model_builder.spec} {self.model_builder.source_hash()}"
+        if quantize != "none":  # the fp32 files keep the keys they had before recipes
+            text += f" quantize={quantize}"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def _convert(self, prepared: PreparedModel, variant: str, target: Path) -> None:
+    def _convert(self, prepared, variant: str, quantize: str, target: Path) -> None:
         from edge_flash.convert import convert_to_tflite
 
         zoo = prepared.zoo
@@ -119,7 +126,7 @@ class TFLiteStore:
         started = time.perf_counter()
         # The one-shot signature and the chunked legs' signatures, in one file.
         lengths = sorted({zoo.prefill_seq_len, *zoo.chunk_seq_lens})
-        convert_to_tflite(model, target, lengths, zoo.kv_cache_max_len)
+        convert_to_tflite(model, target, lengths, zoo.kv_cache_max_len, quantize)
         self.conversions[target.name] = time.perf_counter() - started
         self._log_conversion(target.name, self.conversions[target.name])
 
@@ -227,7 +234,7 @@ class Chain:
                 raise ValueError("reuse must be a chain of the same PreparedModel")
             replaced = set(factories or {})
             if model_builder is not reuse.model_builder:
-                replaced |= {L.STD, L.FLASH, *L.TFLITE_LEGS, *L.CHUNKED_LEGS}  # the builder's
+                replaced |= {L.STD, L.FLASH, *L.TFLITE_LEGS, *L.CHUNKED_LEGS, *L.QUANTIZED_LEGS}
             self._runs = {leg: runs for leg, runs in reuse._runs.items() if leg not in replaced}
             if L.ORACLE not in replaced:
                 self._spreads = reuse._spreads
@@ -286,11 +293,11 @@ class Chain:
         length = zoo.kv_cache_max_len
         reauthored = self._candidate
 
-        def tflite(variant: str, name: str, chunked: bool = False) -> LegFactory:
+        def tflite(variant: str, name: str, chunked: bool = False, quantize="none") -> LegFactory:
             def factory():
                 if self.tflite_store is None:
                     raise ValueError(f"leg {name} needs a TFLiteStore; this chain has none")
-                path = self.tflite_store.path(self.prepared, variant)
+                path = self.tflite_store.path(self.prepared, variant, quantize)
                 if chunked:
                     return ChunkedTFLiteLeg(path, name, zoo.chunk_seq_lens)
                 return L.TFLiteLeg(path, name)
@@ -319,11 +326,15 @@ class Chain:
             ),
             L.TFLITE_STD_CHUNKED: tflite("std", L.TFLITE_STD_CHUNKED, chunked=True),
             L.TFLITE_FLASH_CHUNKED: tflite("flash", L.TFLITE_FLASH_CHUNKED, chunked=True),
+            **{
+                name: tflite(variant, name, quantize=quantize)
+                for name, (variant, quantize) in L.QUANTIZED_OF.items()
+            },
         }
 
 
 def _ordered(legs: Iterable[str]) -> list:
-    order = (L.ORACLE,) + L.ALL_LEGS + L.CHUNKED_LEGS
+    order = (L.ORACLE,) + L.ALL_LEGS + L.CHUNKED_LEGS + L.QUANTIZED_LEGS
     return sorted(legs, key=lambda leg: order.index(leg) if leg in order else len(order))
 
 

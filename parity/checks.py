@@ -216,6 +216,7 @@ def check_flash_vs_standard(
     record: Record,
     token_text: TokenText = str,
     judge: Judge = DEFAULT_JUDGE,
+    context: str = "",
 ) -> float:
     """The owner's bound: max |flash - standard| over prefill and decode-step logits.
 
@@ -223,9 +224,13 @@ def check_flash_vs_standard(
     LiteRT's rounding, see ``parity.tolerances``): the record says whether the
     owner's bound held; the check fails where the two legs are further apart
     than the sum of their allowances (2x the row's allowance), which no two
-    correct implementations are. Returns the measured difference.
+    correct implementations are. A quantized flash leg (``L.QUANTIZED_LEGS``) is
+    judged against the standard leg of the same recipe by the same rule (why, in
+    ``parity.tolerances`` beside ``FLASH_VS_STANDARD_ATOL``). ``context`` is added to the
+    record and to a failure's message (e.g. which ops were quantized in each graph).
+    Returns the measured difference.
     """
-    standard = L.STANDARD_OF[flash_leg]
+    standard = L.STANDARD_OF.get(flash_leg) or L.QUANTIZED_STANDARD_OF[flash_leg]
     actual, expected = _prefill_and_decode(runs[flash_leg]), _prefill_and_decode(runs[standard])
     diff = (actual - expected).abs().nan_to_num(nan=float("inf"))  # (T + n - 1, V)
     worst = float(diff.max())
@@ -242,10 +247,12 @@ def check_flash_vs_standard(
     over = ~(diff <= bound)
     passed = not bool(over.any())
     legs = f"{flash_leg}-vs-{standard}"
+    ratio = float((diff / bound).nan_to_num(nan=float("inf")).max())  # worst difference / allowed
     record(suite="parity", case_id=case_id, model=model, legs=legs, metric="max_abs_diff",
-           value=worst, tolerance=float(bound.max()), passed=passed,
+           value=worst, tolerance=float(bound.max()), passed=passed, ratio=ratio,
            shapes="x".join(str(size) for size in diff.shape),
-           details=f"what=prefill+decode logits, allowed: {what}; {note}")  # fmt: skip
+           details=f"what=prefill+decode logits, allowed: {what}; {note}"
+                   + (f"; {context}" if context else ""))  # fmt: skip
     if passed:
         return worst
     row, vocab_id = divmod(int((diff / bound).nan_to_num(nan=float("inf")).argmax()), diff.shape[1])
@@ -258,7 +265,8 @@ def check_flash_vs_standard(
         f" {float(bound[row]):.3e} ({flash_leg} {float(actual[row, vocab_id]):.9g}, {standard}"
         f" {float(expected[row, vocab_id]):.9g}); greatest difference anywhere {worst:.3e}\n"
         f"  Mismatched logits: {int(over.sum())} / {diff.numel()}\n"
-        f"  Reproduce: {judge.reproduce.format(case_id=case_id)}"
+        + (f"  {context}\n" if context else "")
+        + f"  Reproduce: {judge.reproduce.format(case_id=case_id)}"
     )
     raise AssertionError(_diagnosed(message, runs, flash_leg, token_text, judge, spread))
 

@@ -15,6 +15,11 @@ A leg prefills a prompt and then decodes one token at a time with a KV cache:
   over the zoo entry's ``chunk_seq_lens``), the cache carried between chunks.
   Chunking does not change the exact math, so each is judged like its one-shot
   leg (``BASE_OF``), against the same one-shot oracle.
+- ``tflite_std_<recipe>`` / ``tflite_flash_<recipe>`` (``QUANTIZED_LEGS``): the two
+  converted with one of litert-torch's quantization recipes
+  (``edge_flash.convert.QUANTIZE_CHOICES``, e.g. ``tflite_flash_dynamic_int8``). No
+  rounding-error model bounds them against the oracle; ``parity.quant_stats``
+  measures how far their next-token distributions are from it.
 
 ``run_leg`` drives a leg through prefill and decode and returns a ``LegRun``
 with everything the checks compare: prefill logits at every position, the
@@ -67,6 +72,35 @@ STANDARD_OF = {FLASH: STD, TFLITE_FLASH: TFLITE_STD,
 SOURCE_OF = {TFLITE_STD: STD, TFLITE_FLASH: FLASH,
              TFLITE_STD_CHUNKED: STD_CHUNKED, TFLITE_FLASH_CHUNKED: FLASH_CHUNKED}  # fmt: skip
 
+# litert-torch's recipes other than "none" (edge_flash.convert.QUANTIZE_CHOICES;
+# spelled out here so importing the legs does not import edge_flash).
+QUANTIZE_RECIPES = (
+    "dynamic_int8",
+    "weight_only_int8",
+    "fp16",
+    "dynamic_int4_block32",
+    "dynamic_int4_block128",
+)
+
+
+def quantized_leg(variant: str, quantize: str) -> str:
+    """The name of the TFLite leg of ``variant`` ("std" / "flash") under ``quantize``."""
+    return f"tflite_{variant}_{quantize}"
+
+
+# leg name -> (variant, recipe), e.g. "tflite_flash_dynamic_int8" -> ("flash", "dynamic_int8")
+QUANTIZED_OF = {
+    quantized_leg(variant, quantize): (variant, quantize)
+    for quantize in QUANTIZE_RECIPES
+    for variant in ("std", "flash")
+}
+QUANTIZED_LEGS = tuple(QUANTIZED_OF)
+# The standard leg under the same recipe as each quantized flash leg.
+QUANTIZED_STANDARD_OF = {
+    quantized_leg("flash", quantize): quantized_leg("std", quantize)
+    for quantize in QUANTIZE_RECIPES
+}
+
 
 def base_leg(leg: str) -> str:
     """The one-shot leg ``leg`` is judged like: itself, or a chunked leg's ``BASE_OF``."""
@@ -74,8 +108,8 @@ def base_leg(leg: str) -> str:
 
 
 def is_tflite(leg: str) -> bool:
-    """Whether ``leg`` runs a converted model in LiteRT (one-shot or chunked)."""
-    return base_leg(leg) in TFLITE_LEGS
+    """Whether ``leg`` runs a converted model in LiteRT (one-shot, chunked or quantized)."""
+    return base_leg(leg) in TFLITE_LEGS or leg in QUANTIZED_OF
 
 
 @dataclasses.dataclass

@@ -39,10 +39,10 @@ def test_garbage_and_a_cut_file_are_each_named_as_unusable(small_tflite, tmp_pat
 def _store(tmp_path, real_file):
     """A store whose conversion copies ``real_file`` and counts calls (no model is built)."""
     store = TFLiteStore(tmp_path, attention_impl=None, attention_impl_spec="x:y")
-    store._key = lambda prepared, variant: "key"
+    store._key = lambda prepared, variant, quantize: "key"
     store.converted = 0
 
-    def convert(prepared, variant, target):
+    def convert(prepared, variant, quantize, target):
         store.converted += 1
         target.write_bytes(real_file.read_bytes())
 
@@ -79,10 +79,10 @@ def test_two_stores_sharing_a_directory_convert_a_file_once(small_tflite, tmp_pa
         store = _store(tmp_path, small_tflite)
         original = store._convert
 
-        def convert(prepared, variant, target):
+        def convert(prepared, variant, quantize, target):
             calls.append(variant)
             time.sleep(0.5)  # long enough for the other thread to ask meanwhile
-            original(prepared, variant, target)
+            original(prepared, variant, quantize, target)
 
         store._convert = convert
         return store
@@ -100,3 +100,15 @@ def test_two_stores_sharing_a_directory_convert_a_file_once(small_tflite, tmp_pa
     assert calls == ["std"], "the shared file was converted more than once"
     assert paths == [tmp_path / "tiny-std-key.tflite"] * 2
     assert tflite_problem(paths[0]) is None
+
+
+def test_a_quantized_file_is_named_after_its_recipe_and_an_unknown_recipe_is_refused(
+    small_tflite, tmp_path
+):
+    """``path(..., quantize)`` keeps each recipe's file apart; a bad recipe name is refused."""
+    store = _store(tmp_path, small_tflite)
+    prepared = types.SimpleNamespace(zoo=types.SimpleNamespace(name="tiny"))
+    assert store.path(prepared, "flash", "fp16") == tmp_path / "tiny-flash-fp16-key.tflite"
+    assert store.path(prepared, "flash") == tmp_path / "tiny-flash-key.tflite"
+    with pytest.raises(ValueError, match=r"quantize \('int3'\) must be one of \('none', "):
+        store.path(prepared, "std", "int3")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from parity.bench.method import METHOD
 from parity.bench.table import bench_frame
-from parity.report import study, analysis, claims, families, mutation, plots
+from parity.report import analysis, claims, families, mutation, plots, quantized, study
 from parity.results import ResultsFile
 
 _STYLE = """
@@ -176,6 +176,19 @@ _DETECTION_NOTE = (
     " smallest they fail."
 )
 
+_QUANTIZED_NOTE = (
+    "The TFLite legs converted with litert-torch's quantization recipes"
+    " (parity/test_chain_quantized.py; the gate runs dynamic_int8 on tiny-random-llama,"
+    " PARITY_QUANTIZE=all every recipe on tiny-random-llama and SmolLM2). Per leg, over every"
+    " prompt's prefill positions and decode steps (teacher-forced with the oracle's tokens):"
+    " mean and 99th-percentile KL(P_oracle || P_leg) in nats and the share of positions with"
+    " the oracle's top-1 token, as llama.cpp's perplexity --kl-divergence reports them; no"
+    " threshold. The first greedy divergence is the first step where the leg's own greedy"
+    " choice left the oracle's. Flash vs std is a check: under one recipe flash must stay"
+    " within the fp32 TFLite rule (the sum of both legs' fp32 allowances) of standard; recipe"
+    " none is the fp32 TFLite pair, for comparison."
+)
+
 
 def _study_html(frame: pd.DataFrame, note: str) -> str:
     if frame.empty:
@@ -243,6 +256,10 @@ def render_page(
         (
             "Detection limits: the smallest attention error each leg's checks catch",
             _study_html(study.detection_table(results.rows), _DETECTION_NOTE),
+        ),
+        (
+            "Quantized legs: KL divergence from the float64 oracle, flash vs standard",
+            _study_html(quantized.quantized_table(results.rows), _QUANTIZED_NOTE),
         ),
         (
             "Mutation testing: does the property gate kill small bugs in kernel.py?",
