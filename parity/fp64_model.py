@@ -83,35 +83,19 @@ def _rope_float64(build_rope):
 
     if build_rope is rotary_position_embedding.build_rope:
         return build_rope_float64
-    if (
-        isinstance(build_rope, functools.partial)
-        and build_rope.func.__name__ == "_build_llama3_rope_cache"
-    ):
-        keywords = build_rope.keywords
-        if keywords.get("condense_ratio", 1) != 1:
-            raise TypeError(
-                f"llama3 RoPE with condense_ratio {keywords['condense_ratio']} has no float64 version"
-            )
-        return functools.partial(
-            build_llama3_rope_float64,
-            **{
-                k: keywords[k]
-                for k in ("factor", "low_freq_factor", "high_freq_factor", "max_seq_len")
-            },
+    name = build_rope.func.__name__ if isinstance(build_rope, functools.partial) else None
+    keywords = build_rope.keywords if name else {}
+    if keywords.get("condense_ratio", 1) != 1:
+        raise TypeError(
+            f"{name} with condense_ratio {keywords['condense_ratio']} has no float64 version"
         )
-    if isinstance(build_rope, functools.partial) and build_rope.func.__name__ in (
-        "_build_phi3_rope",
-        "_build_phi4_rope",
-    ):
-        keywords = build_rope.keywords
-        if keywords.get("condense_ratio", 1) != 1:
-            raise TypeError(
-                f"Phi RoPE with condense_ratio {keywords['condense_ratio']} has no float64 version"
-            )
+    if name == "_build_llama3_rope_cache":
+        scaling = ("factor", "low_freq_factor", "high_freq_factor", "max_seq_len")
+        return functools.partial(build_llama3_rope_float64, **{k: keywords[k] for k in scaling})
+    if name in ("_build_phi3_rope", "_build_phi4_rope"):
+        factors = keywords["theta_factors"].to(torch.float64)
         return functools.partial(
-            build_longrope_float64,
-            theta_factors=keywords["theta_factors"].to(torch.float64),
-            scale=keywords["scale"],
+            build_longrope_float64, theta_factors=factors, scale=keywords["scale"]
         )
     raise TypeError(
         f"config.build_rope ({build_rope!r}) has no float64 version in parity.fp64_model;"
