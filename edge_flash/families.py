@@ -334,6 +334,49 @@ def _phi3_adapt(module: str):
     return adapt
 
 
+def _make_divisible(value: float, divisor: int) -> int:
+    """OpenELM's rounding of a layer's MLP width (its modeling_openelm.py, as litert-torch's)."""
+    rounded = int(value + divisor / 2) // divisor * divisor
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _openelm_adapt(config: cfg.ModelConfig, hf: dict, source: str) -> cfg.ModelConfig:
+    """OpenELM: per-layer query and KV head counts and MLP widths (its own config.json names)."""
+    for name, expected in (("normalize_qk_projections", True), ("share_input_output_layers", True),
+                           ("ffn_with_glu", True)):  # fmt: skip
+        _expect(hf, name, (expected,), expected, source, "litert-torch's OpenELM is built so")
+    layers = _int(hf, "num_transformer_layers", source)
+    per_layer = {
+        name: list(hf.get(name) or [])
+        for name in ("num_query_heads", "num_kv_heads", "ffn_multipliers")
+    }
+    for name, values in per_layer.items():
+        if len(values) != layers:
+            raise ConfigMismatchError(
+                f"{source}: {name} has {len(values)} entries for {layers} layers"
+            )
+    hidden, divisor = _int(hf, "model_dim", source), _int(hf, "ffn_dim_divisor", source)
+    blocks = []
+    for layer in range(layers):
+        block = copy.deepcopy(config.block_config(0))
+        heads, kv_heads = per_layer["num_query_heads"][layer], per_layer["num_kv_heads"][layer]
+        if heads % kv_heads:
+            raise ConfigMismatchError(
+                f"{source}: layer {layer} has {heads} query heads for {kv_heads} KV heads"
+            )
+        block.attn_config.num_heads, block.attn_config.num_query_groups = heads, kv_heads
+        block.attn_config.head_dim = _int(hf, "head_dim", source)
+        block.attn_config.rotary_base = _base(hf.get("rope_freq_constant", 10000))
+        block.ff_config.intermediate_size = _make_divisible(
+            per_layer["ffn_multipliers"][layer] * hidden, divisor
+        )
+        blocks.append(block)
+    sizes = {"hidden_size": hidden, "vocab_size": hf.get("vocab_size"), "num_hidden_layers": layers,
+             "max_position_embeddings": hf.get("max_context_length", config.max_seq_len),
+             "tie_word_embeddings": True}  # fmt: skip
+    return _set_sizes(config, sizes, source, blocks)
+
+
 def _llama_family(name: str, module: str, model_class: str, template: str) -> Family:
     """A Llama-architecture module (SmolLM, TinyLlama, AMD-Llama): ``hf_config``'s mapping."""
 
@@ -366,15 +409,20 @@ FAMILIES: tuple[Family, ...] = (
            "get_model_config", _phi3_adapt("phi.phi3")),
     Family("phi4", (), "phi.phi4", "Phi4Mini", "TENSOR_NAMES",
            "get_model_config", _phi3_adapt("phi.phi4")),
+    Family("openelm", ("openelm",), "openelm.openelm", "OpenELM", "TENSOR_NAMES",
+           "get_model_config", _openelm_adapt),
     _llama_family("smollm", "smollm.smollm", "SmolLM", "get_model_config"),
     _llama_family("tinyllama", "tiny_llama.tiny_llama", "TinyLlama", "get_model_config"),
     _llama_family("amd-llama-135m", "amd_llama_135m.amd_llama_135m", "AmdLlama", "get_model_config"),
 )  # fmt: skip
 
 # Families litert-torch 0.10 ships that this mapping does not build, and why.
-UNMAPPED = {
-    "openelm": "OpenELM's config.json belongs to remote code (trust_remote_code); transformers"
-    " has no OpenELM class offline, and the per-layer head counts are not mapped yet",
+UNMAPPED: dict[str, str] = {}
+
+# Families built here whose Hugging Face model transformers does not have: no HF leg.
+NO_HF_MODEL = {
+    "openelm": "OpenELM's modeling code is remote code on the Hub (trust_remote_code);"
+    " transformers has no OpenELM class, and nothing is downloaded here",
 }
 
 

@@ -51,6 +51,8 @@ def leg_cases(legs: Sequence[str], models: Iterable[ZooModel] = ZOO) -> list:
             marks.append(pytest.mark.xdist_group(model.name))
             if L.is_tflite(leg):
                 marks = [mark for mark in marks if mark.name != "quick"] + [pytest.mark.tflite]
+            if leg == L.HF and model.no_hf_model:
+                marks = [*marks, pytest.mark.skip(reason=f"no HF leg: {model.no_hf_model}")]
             for prompt in model.prompts:
                 case = ChainCase(model, leg, prompt.name)
                 params.append(pytest.param(case, id=case.case_id, marks=marks))

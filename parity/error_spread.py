@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from parity.legs import BlockRecorder
+from parity.legs import BlockRecorder, stack_layers
 from parity.rounding_noise import Fp32RoundingNoise, fp32_rounding_noise
 
 # Batch rows of noisy oracle runs per prompt. Their row maxima concentrate (a max
@@ -158,7 +158,7 @@ def measure_spread(
             cache = out["kv_cache"]
             if call == 0:
                 rows = len(token_ids)
-                kv = torch.stack(
+                kv = stack_layers(
                     [torch.stack([e.k_cache[:, :rows], e.v_cache[:, :rows]], dim=1)
                      for e in cache.caches], dim=1,
                 )  # fmt: skip  # (N, L, 2, T, G, H)

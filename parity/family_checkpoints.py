@@ -18,7 +18,10 @@ family's own features kept where attention bugs hide:
   models' short-factor tables (which litert-torch hard-codes: head_dim 96, and
   128 with 3/4 rotated), MHA and 2:1 GQA;
 - DeepSeek-R1-Distill-Qwen, Hammer: the Qwen 2 architecture with 6:1 and 3:1 GQA;
-- SmolLM, AMD-Llama-135m: Llama architectures (3:1 GQA, untied head).
+- SmolLM, AMD-Llama-135m: Llama architectures (3:1 GQA, untied head);
+- OpenELM: a different head count in each layer (2 query heads over 1 KV head,
+  then 4 over 2) and MLP width per layer, QK norm; written with OpenELM's own
+  config.json and tensor names, since transformers has no OpenELM class.
 
 The sliding window (8) is shorter than the prompts (the longest is 30 tokens),
 so prefill and decode both cross it, and the KV blocks of 16 put block
@@ -138,6 +141,15 @@ FAMILY_CONFIGS: dict[str, dict] = {
         "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
     },
+    # OpenELM's own config.json names (its remote code's OpenELMConfig): per-layer heads.
+    "openelm": {
+        "architectures": ["OpenELMForCausalLM"], "model_type": "openelm",
+        "num_transformer_layers": 2, "model_dim": 64, "head_dim": 16,
+        "num_query_heads": [2, 4], "num_kv_heads": [1, 2], "ffn_multipliers": [0.5, 1.0],
+        "ffn_dim_divisor": 16, "ffn_with_glu": True, "normalize_qk_projections": True,
+        "share_input_output_layers": True, "rope_freq_constant": 10000,
+        "max_context_length": 256, "vocab_size": 256, "torch_dtype": "float32",
+    },
     "smollm": {
         **_BASE, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 72, "intermediate_size": 128, "num_attention_heads": 6,
@@ -192,7 +204,7 @@ def write_family_checkpoint(family: str, path: Path, seed: int) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     generator = exact_generator(seed)
     zero_centred = hf_config["model_type"] in _GEMMA_NORMS
-    tied = bool(hf_config.get("tie_word_embeddings"))
+    tied = bool(hf_config.get("tie_word_embeddings", hf_config.get("share_input_output_layers")))
     state = {
         name: _draw(name, shape, zero_centred, tied, generator)
         for name, shape in _tensor_shapes(hf_config).items()
@@ -206,10 +218,39 @@ def _tensor_shapes(hf_config: dict) -> dict[str, tuple[int, ...]]:
     """HF tensor name -> shape, of the transformers model of ``hf_config`` (tied ones once)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if hf_config["model_type"] == "openelm":
+        return _openelm_shapes(hf_config)
+
     config = AutoConfig.for_model(**hf_config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+def _openelm_shapes(hf_config: dict) -> dict[str, tuple[int, ...]]:
+    """OpenELM's tensor names and shapes (transformers has no class to read them from),
+    as its modeling_openelm.py names them: fused qkv, fused gate/up (``proj_1``)."""
+    from edge_flash.families import family_named
+
+    config = family_named("openelm").model_config(hf_config)
+    hidden = config.embedding_dim
+    shapes = {"transformer.token_embeddings.weight": (config.vocab_size, hidden)}
+    for layer in range(config.num_layers):
+        attn, ff = config.block_config(layer).attn_config, config.block_config(layer).ff_config
+        qkv = (attn.num_heads + 2 * attn.num_query_groups) * attn.head_dim
+        prefix = f"transformer.layers.{layer}"
+        shapes.update({
+            f"{prefix}.attn_norm.weight": (hidden,),
+            f"{prefix}.attn.qkv_proj.weight": (qkv, hidden),
+            f"{prefix}.attn.q_norm.weight": (attn.head_dim,),
+            f"{prefix}.attn.k_norm.weight": (attn.head_dim,),
+            f"{prefix}.attn.out_proj.weight": (hidden, attn.num_heads * attn.head_dim),
+            f"{prefix}.ffn_norm.weight": (hidden,),
+            f"{prefix}.ffn.proj_1.weight": (2 * ff.intermediate_size, hidden),
+            f"{prefix}.ffn.proj_2.weight": (hidden, ff.intermediate_size),
+        })  # fmt: skip
+    shapes["transformer.norm.weight"] = (hidden,)
+    return shapes
 
 
 def _draw(name: str, shape: tuple[int, ...], zero_centred: bool, tied: bool, generator):
@@ -218,7 +259,7 @@ def _draw(name: str, shape: tuple[int, ...], zero_centred: bool, tied: bool, gen
         return (0.1 * draws) if zero_centred else (1.0 + 0.1 * draws)
     if name.endswith(".bias"):
         return 0.1 * draws
-    if "embed_tokens" in name:
+    if "embed_tokens" in name or "token_embeddings" in name:
         # A tied head scores the unit-RMS final state against these rows: std 3/sqrt(d)
         # gives logits of std about 3 (N(0, 1) rows gave maxima of 70 to 200).
         return draws * (3 / math.sqrt(shape[-1])) if tied else draws

@@ -210,7 +210,7 @@ def run_leg(
         chosen.append(int(out.logits[-1].argmax()))
     kv = None
     if first.kv is not None:
-        kv = torch.stack([torch.stack([k, v]) for k, v in first.kv])  # (L, 2, T, G, H)
+        kv = stack_layers([torch.stack([k, v]) for k, v in first.kv], dim=0)  # (L, 2, T, G, H)
     all_hidden = None
     if first.hidden is not None:
         all_hidden = torch.cat(hidden, dim=1)  # (L, T + n - 1, D)
@@ -225,6 +225,22 @@ def run_leg(
         hidden=all_hidden,
         model_file=getattr(getattr(leg, "runner", None), "model_path", None),
     )
+
+
+def stack_layers(per_layer: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.stack`` of per-layer KV tensors (..., G, H), zero-padding G and H to the widest.
+
+    OpenELM has a different KV head count in each layer. Every leg and the
+    oracle pad the same layers the same way, so the padded entries are exact
+    zeros on both sides and never differ.
+    """
+    groups = max(t.shape[-2] for t in per_layer)
+    size = max(t.shape[-1] for t in per_layer)
+    padded = [
+        torch.nn.functional.pad(t, (0, size - t.shape[-1], 0, groups - t.shape[-2]))
+        for t in per_layer
+    ]
+    return torch.stack(padded, dim=dim)
 
 
 class BlockRecorder:

@@ -61,7 +61,7 @@ def test_model_type_picks_the_family():
 
 @pytest.mark.parametrize(
     ("model_type", "words"),
-    [("mistral", "'mistral'"), ("openelm", "remote code")],
+    [("mistral", "'mistral'"), ("falcon", "'falcon'")],
 )
 def test_an_unbuilt_family_is_refused_naming_it(model_type, words):
     with pytest.raises(ConfigMismatchError, match=words):

@@ -386,5 +386,6 @@ def test_family_matrix_says_passed_failed_with_diagnosis_and_unsupported_with_re
     assert "layer 1" in matrix.loc["qwen3-tiny", "tflite_flash"]
     assert matrix.loc["qwen3-tiny", "reauthored_std"] == "not run"
     assert "RuntimeError" in matrix.loc["gemma3-tiny", "hf"]  # failed before writing a row
-    unsupported = family_matrix(rows, events).set_index("family").loc["openelm"]
-    assert unsupported["hf"] == "unsupported" and "remote code" in unsupported["why not"]
+    rows.append(row("openelm-tiny", "reauthored_std", True, 0.2))
+    openelm = family_matrix(rows, events).set_index("model").loc["openelm-tiny"]
+    assert openelm["hf"] == "unsupported" and "remote code" in openelm["why not"]

@@ -79,6 +79,7 @@ class ZooModel:
         or "family" (``edge_flash.build_model`` with ``family``: litert-torch's own module).
       has_golden: whether golden/ holds reference outputs for it.
       family: the litert-torch decoder family it stands for (the report's family matrix).
+      no_hf_model: why it has no Hugging Face leg ("" when it has one).
     """
 
     name: str
@@ -92,6 +93,7 @@ class ZooModel:
     builder: str = "generic"
     has_golden: bool = True
     family: str = "llama"
+    no_hf_model: str = ""
 
 
 # Tiny random Llama: S = 100 with kv blocks of 32 leaves a partial last block
@@ -186,6 +188,8 @@ def _family_entry(family: str) -> ZooModel:
     boundary. (One chunk signature, not two: each signature is another export,
     and the families' conversions are most of their cost.)
     """
+    from edge_flash.families import NO_HF_MODEL
+
     return ZooModel(
         name=f"{family}-tiny",
         marks=("family",),
@@ -198,6 +202,7 @@ def _family_entry(family: str) -> ZooModel:
         builder="family",
         has_golden=False,
         family=family,
+        no_hf_model=NO_HF_MODEL.get(family, ""),
     )
 
 

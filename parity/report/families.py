@@ -9,7 +9,8 @@ A cell is
   failure message (the first divergent layer, for example);
 - ``unsupported``, with the reason in the "why not" column, for a litert-torch
   family that ``edge_flash.families`` does not build (``UNMAPPED``);
-- ``not run``, for a leg of a built family that this session did not select.
+- ``not run``, for a leg of a built family that this session did not select;
+  a family without a transformers model (OpenELM) has its HF cell ``unsupported``.
 
 Pure functions of the loaded rows and events (no I/O).
 """
@@ -46,8 +47,11 @@ def family_matrix(rows: list[dict], events: list[dict]) -> pd.DataFrame:
             leg: errored.get((model.name, leg)) or _cell(cells.get((model.name, leg)), failures)
             for leg in legs
         }
+        if model.no_hf_model and run[L.HF] == "not run":
+            run[L.HF] = "unsupported"
         if any(cell != "not run" for cell in run.values()):
-            records.append({"family": model.family, "model": model.name, **run, "why not": ""})
+            why = f"no HF leg: {model.no_hf_model}" if model.no_hf_model else ""
+            records.append({"family": model.family, "model": model.name, **run, "why not": why})
     for family, reason in sorted(UNMAPPED.items()):
         unsupported = dict.fromkeys(legs, "unsupported")
         records.append({"family": family, "model": "-", **unsupported, "why not": reason})
