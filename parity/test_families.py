@@ -148,3 +148,13 @@ def test_verify_cli_passes_a_gemma3_text_checkpoint_written_by_transformers(tmp_
         ["--checkpoint_path", str(path), "--use_flash_attention", "--max_new_tokens", "4"]
     )
     assert code == 0, capsys.readouterr().out
+
+
+def test_family_prompts_cross_the_sliding_window_and_a_kv_block_boundary():
+    for model in FAMILY_MODELS:
+        longest = max(p.length for p in model.prompts)
+        window = family_config(model.family).get("sliding_window") or 8
+        assert longest > 2 * window, model.name  # the window slides past whole windows
+        assert longest > model.kernel_options["kv_block_size"], model.name
+        assert longest + model.max_new_tokens - 1 < model.kv_cache_max_len, model.name
+        assert longest % min(model.chunk_seq_lens), model.name  # a remainder fits no signature
