@@ -100,6 +100,16 @@ def pytest_cmdline_main(config):
         config.option.dist = "loadgroup"
 
 
+def _share_cores_between_workers(threads_env: str) -> None:
+    """In a pytest-xdist worker with no thread count given, torch gets its share of the
+    cores (cores // workers, at least 1): N workers of 2 threads each on 2 cores spend
+    their time waiting for each other. Thread counts change rounding, not results (the
+    false-alarm study runs 1 and 2 threads), and the worker's children inherit it."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and threads_env not in os.environ:
+        os.environ[threads_env] = str(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 @pytest.hookimpl(tryfirst=True)  # Before hypothesis's plugin loads the profile.
 def pytest_configure(config):
     profile = config.getoption("--hypothesis-profile", default=None)
@@ -116,6 +126,7 @@ def pytest_configure(config):
     config.example_database = _keep_failures(config, spec)
     from parity import run_settings
 
+    _share_cores_between_workers(run_settings.TORCH_THREADS_ENV)
     try:
         run_settings.apply_torch_threads()
         config.run_settings = run_settings.current().describe()

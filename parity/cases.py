@@ -91,14 +91,17 @@ def selected_quantized(environ=None) -> set:
     return {(model, recipe) for model in QUANTIZED_MODELS for recipe in recipes}
 
 
-def quantized_cases(variants: Sequence[str], per_prompt: bool = True, environ=None) -> list:
+def quantized_cases(
+    variants: Sequence[str], per_prompt: bool = True, environ=None,
+    recipes: Sequence[str] = L.QUANTIZE_RECIPES,
+) -> list:  # fmt: skip
     """``pytest.param`` per (model, quantized leg of each variant[, prompt]) of the
-    convertible recipes; with ``per_prompt=False`` one case per (model, leg) whose
+    convertible ``recipes``; with ``per_prompt=False`` one case per (model, leg) whose
     prompt is "all-prompts". Cases not selected (``selected_quantized``) are skipped."""
     selected = selected_quantized(environ)
     params = []
     for model in (m for m in ZOO if m.name in QUANTIZED_MODELS):
-        for recipe in (r for r in L.QUANTIZE_RECIPES if r not in UNCONVERTIBLE):
+        for recipe in (r for r in recipes if r not in UNCONVERTIBLE):
             marks = [getattr(pytest.mark, name) for name in model.marks if name != "quick"]
             marks += [pytest.mark.xdist_group(model.name), pytest.mark.tflite]
             if (model.name, recipe) not in selected:

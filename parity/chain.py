@@ -17,6 +17,7 @@ difference of every leg pair and whether greedy generation was identical
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -239,20 +240,43 @@ class Chain:
             if L.ORACLE not in replaced:
                 self._spreads = reuse._spreads
 
-    def spread(self, prompt: str):
-        """The oracle's error spread on ``prompt`` (``parity.error_spread``), measured once."""
-        if prompt not in self._spreads:
+    def spread(self, prompt: str, quantize: str = "none"):
+        """The error spread (``parity.error_spread``) on ``prompt`` of the float64 oracle,
+        or with ``quantize`` a recipe of ``L.QUANTIZED_ORACLE_OF``, of that recipe's
+        quantized oracle (``parity.quant_emulation``); measured once each."""
+        key = (prompt, quantize)
+        if key not in self._spreads:
             from parity.error_spread import measure_spread
-            from parity.fp64_model import to_float64
             from parity.tolerances import MODEL_FP32
 
-            zoo = self.prepared.zoo
-            model = to_float64(self._zoo_reauthored())
-            oracle = self._leg_runs(L.ORACLE)[prompt]
-            self._spreads[prompt] = measure_spread(
-                model, oracle, zoo.kv_cache_max_len, MODEL_FP32.z
+            if quantize == "none":
+                model, leg = self._oracle_model(), L.ORACLE
+            else:
+                model, leg = self.quantized_oracle_model(quantize), L.QUANTIZED_ORACLE_OF[quantize]
+            self._spreads[key] = measure_spread(
+                model, self._leg_runs(leg)[prompt], self.prepared.zoo.kv_cache_max_len,
+                MODEL_FP32.z,
+            )  # fmt: skip
+        return self._spreads[key]
+
+    def _oracle_model(self):
+        from parity.fp64_model import to_float64
+
+        return to_float64(self._zoo_reauthored())
+
+    def quantized_oracle_model(self, quantize: str):
+        """The float64 oracle computing ``quantize``'s network with the row quantization of
+        the kernel LiteRT runs here (``parity.run_settings``: XNNPACK or builtin)."""
+        from parity import run_settings
+        from parity.quant_emulation import emulate_dynamic_int8, row_scheme
+
+        if quantize not in L.QUANTIZED_ORACLE_OF:
+            raise ValueError(
+                f"recipe {quantize!r} has no quantized oracle; those with one:"
+                f" {sorted(L.QUANTIZED_ORACLE_OF)}"
             )
-        return self._spreads[prompt]
+        scheme = row_scheme(run_settings.current().litert_xnnpack)
+        return emulate_dynamic_int8(self._oracle_model(), scheme)
 
     def _zoo_reauthored(self):
         """The zoo builder's model: the oracle's, independent of the candidate builder."""
@@ -260,6 +284,10 @@ class Chain:
         return L.build_reauthored(
             self.prepared.checkpoint, zoo.builder, zoo.kv_cache_max_len, zoo.family
         )
+
+    def _quantized_oracle_leg(self, quantize: str, name: str) -> L.ReauthoredLeg:
+        model = self.quantized_oracle_model(quantize)
+        return L.ReauthoredLeg(model, self.prepared.zoo.kv_cache_max_len, name)
 
     def _candidate(self):
         return build_candidate(self.prepared, self.model_builder)
@@ -308,14 +336,17 @@ class Chain:
             return L.route_attention(reauthored(), self.attention_impl, zoo.kernel_options)
 
         from parity.chunked import ChunkedReauthoredLeg, ChunkedTFLiteLeg
-        from parity.fp64_model import to_float64
 
         chunks = zoo.chunk_seq_lens
         return {
             L.HF: lambda: L.HFLeg(L.load_hf_model(checkpoint)),
             L.STD: lambda: L.ReauthoredLeg(reauthored(), length, L.STD),
             L.FLASH: lambda: L.ReauthoredLeg(flash_model(), length, L.FLASH),
-            L.ORACLE: lambda: L.ReauthoredLeg(to_float64(self._zoo_reauthored()), length, L.ORACLE),
+            L.ORACLE: lambda: L.ReauthoredLeg(self._oracle_model(), length, L.ORACLE),
+            **{
+                name: functools.partial(self._quantized_oracle_leg, quantize, name)
+                for quantize, name in L.QUANTIZED_ORACLE_OF.items()
+            },
             L.TFLITE_STD: tflite("std", L.TFLITE_STD),
             L.TFLITE_FLASH: tflite("flash", L.TFLITE_FLASH),
             L.STD_CHUNKED: lambda: ChunkedReauthoredLeg(
@@ -334,7 +365,7 @@ class Chain:
 
 
 def _ordered(legs: Iterable[str]) -> list:
-    order = (L.ORACLE,) + L.ALL_LEGS + L.CHUNKED_LEGS + L.QUANTIZED_LEGS
+    order = (L.ORACLE, *L.QUANTIZED_ORACLES) + L.ALL_LEGS + L.CHUNKED_LEGS + L.QUANTIZED_LEGS
     return sorted(legs, key=lambda leg: order.index(leg) if leg in order else len(order))
 
 

@@ -98,9 +98,11 @@ def check_logits(
     record: Record,
     token_text: TokenText = str,
     judge: Judge = DEFAULT_JUDGE,
+    oracle: str = L.ORACLE,
 ) -> Comparison | None:
     """``stage`` "prefill": (T, V) logits at every prompt position; "decode": (n - 1, V)
-    logits of every decode step; each row within its allowance from ``spread``.
+    logits of every decode step; each row within its allowance from ``spread``, the
+    spread of the ``oracle`` leg (a quantized leg's is ``L.QUANTIZED_ORACLE_OF``'s).
     Returns None when there is nothing to compare (no decode step).
 
     Raises:
@@ -112,7 +114,7 @@ def check_logits(
     def pick(run: L.LegRun) -> torch.Tensor:
         return run.prefill_logits if stage == "prefill" else run.step_logits[1:]
 
-    expected = pick(runs[L.ORACLE])
+    expected = pick(runs[oracle])
     if expected.shape[0] == 0:
         return None
     allowance = logit_allowance(spread, stage, judge).unsqueeze(-1)  # (rows, 1)
@@ -126,7 +128,7 @@ def check_logits(
     return _compare(
         runs, leg, pick(run), expected, allowance, spread, what=f"{stage} logits",
         locate=locate, case_id=case_id, model=model, record=record, token_text=token_text,
-        judge=judge,
+        judge=judge, oracle=oracle,
     )  # fmt: skip
 
 
@@ -177,7 +179,7 @@ def _position(run: L.LegRun, row: int, stage: str, token_text: TokenText) -> str
 
 
 def _compare(runs, leg, actual, expected, allowance, spread, *, what, locate, case_id, model,
-             record, token_text, judge) -> Comparison:  # fmt: skip
+             record, token_text, judge, oracle=L.ORACLE) -> Comparison:  # fmt: skip
     shapes = "x".join(str(size) for size in expected.shape)
     label = f"{case_id} {what}"
     extra = f"what={what} spread_samples={spread.samples} null_ratio={spread.null_ratio():.3g}"
@@ -188,7 +190,7 @@ def _compare(runs, leg, actual, expected, allowance, spread, *, what, locate, ca
             error_model=judge.error_model,
             allowance=allowance,
             case_id=label,
-            names=(leg, "", L.ORACLE),
+            names=(leg, "", oracle),
             reproduce=judge.reproduce.format(case_id=case_id),
             on_result=lambda c: _record(record, c, model, shapes, extra),
         )

@@ -223,3 +223,17 @@ def judge(pytestconfig, attention_impl_spec_str):
     if pytestconfig.user_tflite is not None:
         command += f" --tflite {pytestconfig.user_tflite[0].path}"
     return Judge(reproduce=command)
+
+
+@pytest.fixture(scope="session")
+def tiny_flash_tflite(tmp_path_factory) -> dict:
+    """{checkpoint, file}: the tiny zoo model written as a user's checkpoint and converted
+    with flash attention at the zoo's sizes by ``python -m edge_flash.convert``, once per
+    session (the user-file and TFLite-localisation suites both start from it)."""
+    from parity.test_user_tflite import TINY_SIZES, _convert
+    from parity.zoo import write_tiny_random_llama
+
+    work = tmp_path_factory.mktemp("tiny-flash-tflite")
+    checkpoint = write_tiny_random_llama(work / "tiny")
+    file = _convert(checkpoint, work / "out", "--use_flash_attention=true", *TINY_SIZES)
+    return {"checkpoint": checkpoint, "file": file}

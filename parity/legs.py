@@ -18,8 +18,12 @@ A leg prefills a prompt and then decodes one token at a time with a KV cache:
 - ``tflite_std_<recipe>`` / ``tflite_flash_<recipe>`` (``QUANTIZED_LEGS``): the two
   converted with one of litert-torch's quantization recipes
   (``edge_flash.convert.QUANTIZE_CHOICES``, e.g. ``tflite_flash_dynamic_int8``). No
-  rounding-error model bounds them against the oracle; ``parity.quant_stats``
-  measures how far their next-token distributions are from it.
+  rounding-error model bounds them against the fp32 model's oracle;
+  ``parity.quant_stats`` measures how far their next-token distributions are from it.
+- ``oracle_<recipe>`` (``QUANTIZED_ORACLE_OF``), for the recipes
+  ``parity.quant_emulation`` emulates (dynamic_int8): the float64 oracle computing
+  the quantized network itself; that recipe's legs are judged against it as the
+  fp32 TFLite legs are against ``oracle_fp64``.
 
 ``run_leg`` drives a leg through prefill and decode and returns a ``LegRun``
 with everything the checks compare: prefill logits at every position, the
@@ -100,6 +104,13 @@ QUANTIZED_STANDARD_OF = {
     quantized_leg("flash", quantize): quantized_leg("std", quantize)
     for quantize in QUANTIZE_RECIPES
 }
+
+
+# recipe -> the float64 oracle of the quantized network (``parity.quant_emulation``);
+# recipes without one (weight-only, fp16: fp32 arithmetic on dequantized weights; the
+# int4 block recipes: not emulated) are judged with the fp32 oracle's spread only.
+QUANTIZED_ORACLE_OF = {"dynamic_int8": "oracle_dynamic_int8"}
+QUANTIZED_ORACLES = tuple(QUANTIZED_ORACLE_OF.values())
 
 
 def base_leg(leg: str) -> str:

@@ -33,7 +33,9 @@ when the result is uniform within its binade interval):
   shift by the row max rounds relative to |x - max|, which is what makes peaky
   fp32 softmax inexact);
 - data movement (views, copies, cat, index, embedding, where, masked_fill,
-  clamp, maximum, neg, abs): exact in every precision, left alone.
+  clamp, maximum, neg, abs) and rounding to an integer (``round``, which
+  ``parity.quant_emulation`` uses for int8 levels): exact in every precision,
+  left alone.
 
 Any other floating operation raises ``UnmodelledOperationError``: a spread that
 silently left an operation out would be too small and the gate would fail
@@ -84,7 +86,7 @@ _EXACT = _ops(
     "expand_as", "view_as", "as_strided", "unfold", "topk", "sort", "diagonal", "lift_fresh_copy",
     "_reshape_alias", "slice_scatter", "select_scatter", "constant_pad_nd", "pad", "resize_",
     "set_", "item", "dim", "is_nonzero", "_assert_tensor_metadata", "bitwise_and", "bitwise_or",
-    "type_as",
+    "type_as", "round",
 )  # fmt: skip
 # litert-torch's own operations: the KV cache write and the composite markers (no arithmetic).
 _EXACT_NAMES = frozenset({"litert_torch::dynamic_update_slice", "litert_torch::mark_tensor"})

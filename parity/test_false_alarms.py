@@ -10,19 +10,18 @@ The full study (every setting, every zoo model, the verify CLI) is
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from parity import false_alarms
 
 
 @pytest.fixture(scope="session")
-def shared_tflite_cache(tmp_path_factory):
-    """One conversion cache for every setting's child: no setting changes the converted file."""
-    cache = os.environ.get("PARITY_TFLITE_CACHE")
-    return Path(cache) if cache else tmp_path_factory.mktemp("false-alarm-tflite")
+def shared_tflite_cache(tflite_store):
+    """The session's conversion directory, for every setting's child: no setting changes
+    the converted file, and the files are keyed by content, so the children reuse the
+    session's conversions of the tiny model (and the session theirs) instead of
+    converting it again (its lock files make one process convert each)."""
+    return tflite_store.directory
 
 
 @pytest.mark.parametrize("setting", false_alarms.gate_settings(), ids=lambda s: s.name)

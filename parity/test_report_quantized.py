@@ -36,6 +36,9 @@ def test_table_has_a_row_per_model_recipe_and_variant_with_the_recipes_flash_sta
         _pair_row("tiny", "tflite_flash-vs-tflite_std", 0.08, True),
         _pair_row("tiny", "tflite_flash_fp16-vs-tflite_std_fp16", 3.0, False),
         _pair_row("tiny", "reauthored_flash-vs-reauthored_std", 0.5, True),  # not TFLite
+        _pair_row("tiny", "tflite_std_dynamic_int8-vs-oracle_dynamic_int8", 0.3, True),
+        _pair_row("tiny", "tflite_std_dynamic_int8-vs-oracle_dynamic_int8", 0.2, True),
+        _pair_row("tiny", "tflite_flash_dynamic_int8-vs-oracle_dynamic_int8", 1.5, False),
     ]
     table = quantized_table(rows)
     assert list(table.columns) == COLUMNS
@@ -57,6 +60,13 @@ def test_table_has_a_row_per_model_recipe_and_variant_with_the_recipes_flash_sta
         "FAILED on 1 of 1 prompts: worst |flash - std| / allowed 3"
     )
     assert by.loc[("none", "std and flash"), "flash vs std (same recipe)"].startswith("held 1")
+    assert by.loc[("dynamic_int8", "std"), "vs quantized oracle"] == (
+        "held 2 checks: worst |leg - oracle| / allowed 0.3"
+    )
+    assert by.loc[("dynamic_int8", "flash"), "vs quantized oracle"] == (
+        "FAILED on 1 of 1 checks: worst |leg - oracle| / allowed 1.5"
+    )
+    assert by.loc[("fp16", "std"), "vs quantized oracle"] == "no quantized oracle"
     assert pd.isna(by.loc[("none", "std and flash"), "mean KL (nats)"])
 
 

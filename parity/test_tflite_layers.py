@@ -20,8 +20,8 @@ import pytest
 from parity import legs as L
 from parity import tflite_layers as T
 from parity.overlay import node_data
-from parity.test_user_tflite import TINY_FLASH_CASES, TINY_SIZES, _convert, _run
-from parity.zoo import TINY_RANDOM, write_tiny_random_llama
+from parity.test_user_tflite import TINY_FLASH_CASES, _convert, _run
+from parity.zoo import TINY_RANDOM
 
 pytestmark = pytest.mark.tflite
 
@@ -51,11 +51,10 @@ def _perturb_block_weight(source: Path, target: Path, layer: int, factor: float)
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict:
+def files(tmp_path_factory, tiny_flash_tflite) -> dict:
     """The tiny zoo model converted with flash attention, and a copy with block 1 perturbed."""
     work = tmp_path_factory.mktemp("tflite-layers")
-    checkpoint = write_tiny_random_llama(work / "tiny")
-    clean = _convert(checkpoint, work / "out", "--use_flash_attention=true", *TINY_SIZES)
+    clean = tiny_flash_tflite["file"]
     perturbed = work / "perturbed.tflite"
     _perturb_block_weight(clean, perturbed, PERTURBED_LAYER, PERTURBATION)
     return {"clean": clean, "perturbed": perturbed}

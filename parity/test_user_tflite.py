@@ -39,11 +39,9 @@ def _convert(checkpoint: Path, out: Path, *options: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_flash_file(tmp_path_factory) -> Path:
+def tiny_flash_file(tiny_flash_tflite) -> Path:
     """The tiny zoo model converted with flash attention at the zoo's sizes."""
-    work = tmp_path_factory.mktemp("user-tflite")
-    checkpoint = write_tiny_random_llama(work / "tiny")
-    return _convert(checkpoint, work / "out", "--use_flash_attention=true", *TINY_SIZES)
+    return tiny_flash_tflite["file"]
 
 
 @pytest.fixture(scope="module")

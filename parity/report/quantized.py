@@ -3,9 +3,11 @@
 One row per (model, recipe, variant): the leg's KL statistics against the float64
 oracle (``parity.quant_stats``: mean and 99th-percentile KL in nats, top-1
 agreement, first greedy divergence) and, for the recipe, whether flash stayed
-within the fp32 rule of standard on every prompt and the worst
-|flash - standard| / allowed. The fp32 TFLite legs' flash-vs-standard ratio is
-listed as recipe "none" when the results hold it, for comparison.
+within the rule of standard on every prompt and the worst
+|flash - standard| / allowed, and, for a recipe with a quantized oracle
+(``L.QUANTIZED_ORACLE_OF``), whether the leg stayed within its allowance of
+that oracle. The fp32 TFLite legs' flash-vs-standard ratio is listed as recipe
+"none" when the results hold it, for comparison.
 
 Pure functions of the rows (no I/O).
 """
@@ -25,7 +27,7 @@ from parity.quant_stats import (
 
 COLUMNS = [
     "model", "recipe", "variant", "mean KL (nats)", "p99 KL (nats)", "top-1 agreement",
-    "first greedy divergence", "flash vs std (same recipe)",
+    "first greedy divergence", "flash vs std (same recipe)", "vs quantized oracle",
 ]  # fmt: skip
 _STAT_COLUMNS = {
     MEAN_KL: "mean KL (nats)",
@@ -53,14 +55,29 @@ def _flash_vs_standard(rows: list[dict]) -> dict:
         if row.get("suite") != "parity" or row.get("metric") != "max_abs_diff" or not recipe:
             continue
         pairs.setdefault((row.get("model"), recipe), []).append(row)
-    status = {}
-    for key, found in pairs.items():
-        failed = sum(1 for row in found if not row.get("passed"))
-        ratios = [row["ratio"] for row in found if isinstance(row.get("ratio"), (int, float))]
-        worst = f"worst |flash - std| / allowed {max(ratios):.3g}" if ratios else "no ratio"
-        verdict = "held" if not failed else f"FAILED on {failed} of"
-        status[key] = f"{verdict} {len(found)} prompts: {worst}"
-    return status
+    return {key: _verdict(found, "|flash - std|", "prompts") for key, found in pairs.items()}
+
+
+def _verdict(found: list[dict], what: str, unit: str) -> str:
+    failed = sum(1 for row in found if not row.get("passed"))
+    ratios = [row["ratio"] for row in found if isinstance(row.get("ratio"), (int, float))]
+    worst = f"worst {what} / allowed {max(ratios):.3g}" if ratios else "no ratio"
+    verdict = "held" if not failed else f"FAILED on {failed} of"
+    return f"{verdict} {len(found)} {unit}: {worst}"
+
+
+def _against_quantized_oracle(rows: list[dict]) -> dict:
+    """(model, recipe, variant) -> the verdict of the leg's checks against its recipe's
+    quantized oracle (rows whose legs are ``<leg>-vs-oracle_<recipe>``)."""
+    found: dict = {}
+    for row in rows:
+        leg, _, against = row.get("legs", "").partition("-vs-")
+        if row.get("suite") != "parity" or leg not in L.QUANTIZED_OF:
+            continue
+        variant, recipe = L.QUANTIZED_OF[leg]
+        if against == L.QUANTIZED_ORACLE_OF.get(recipe):
+            found.setdefault((row.get("model"), recipe, variant), []).append(row)
+    return {key: _verdict(group, "|leg - oracle|", "checks") for key, group in found.items()}
 
 
 def quantized_table(rows: list[dict]) -> pd.DataFrame:
@@ -77,6 +94,7 @@ def quantized_table(rows: list[dict]) -> pd.DataFrame:
         else:
             record[_STAT_COLUMNS[row["metric"]]] = row.get("value")
     status = _flash_vs_standard(rows)
+    oracle_status = _against_quantized_oracle(rows)
     keys = set(stats) | {(model, recipe, "") for model, recipe in status if recipe == "none"}
     records = []
     for model, recipe, variant in sorted(
@@ -86,6 +104,10 @@ def quantized_table(rows: list[dict]) -> pd.DataFrame:
             "model": model, "recipe": recipe, "variant": variant or "std and flash",
             **stats.get((model, recipe, variant), {}),
             "flash vs std (same recipe)": status.get((model, recipe), "not measured"),
+            "vs quantized oracle": oracle_status.get(
+                (model, recipe, variant),
+                "not measured" if recipe in L.QUANTIZED_ORACLE_OF else "no quantized oracle",
+            ),
         })  # fmt: skip
     return pd.DataFrame(records, columns=COLUMNS)
 
