@@ -268,15 +268,15 @@ class Chain:
         """The float64 oracle computing ``quantize``'s network with the row quantization of
         the kernel LiteRT runs here (``parity.run_settings``: XNNPACK or builtin)."""
         from parity import run_settings
-        from parity.quant_emulation import emulate_dynamic_int8, row_scheme
+        from parity.quant_emulation import emulate_recipe, row_scheme
 
         if quantize not in L.QUANTIZED_ORACLE_OF:
             raise ValueError(
                 f"recipe {quantize!r} has no quantized oracle; those with one:"
                 f" {sorted(L.QUANTIZED_ORACLE_OF)}"
             )
-        scheme = row_scheme(run_settings.current().litert_xnnpack)
-        return emulate_dynamic_int8(self._oracle_model(), scheme)
+        scheme = row_scheme(run_settings.current().litert_xnnpack, quantize)
+        return emulate_recipe(self._oracle_model(), quantize, scheme)
 
     def _zoo_reauthored(self):
         """The zoo builder's model: the oracle's, independent of the candidate builder."""

@@ -21,7 +21,8 @@ A leg prefills a prompt and then decodes one token at a time with a KV cache:
   rounding-error model bounds them against the fp32 model's oracle;
   ``parity.quant_stats`` measures how far their next-token distributions are from it.
 - ``oracle_<recipe>`` (``QUANTIZED_ORACLE_OF``), for the recipes
-  ``parity.quant_emulation`` emulates (dynamic_int8): the float64 oracle computing
+  ``parity.quant_emulation`` emulates (dynamic_int8, dynamic_int4_block32): the
+  float64 oracle computing
   the quantized network itself; that recipe's legs are judged against it as the
   fp32 TFLite legs are against ``oracle_fp64``.
 
@@ -107,9 +108,12 @@ QUANTIZED_STANDARD_OF = {
 
 
 # recipe -> the float64 oracle of the quantized network (``parity.quant_emulation``);
-# recipes without one (weight-only, fp16: fp32 arithmetic on dequantized weights; the
-# int4 block recipes: not emulated) are judged with the fp32 oracle's spread only.
-QUANTIZED_ORACLE_OF = {"dynamic_int8": "oracle_dynamic_int8"}
+# recipes without one (weight-only, fp16: fp32 arithmetic on dequantized weights;
+# dynamic_int4_block128: not convertible here) are judged with the fp32 oracle's spread.
+QUANTIZED_ORACLE_OF = {
+    "dynamic_int8": "oracle_dynamic_int8",
+    "dynamic_int4_block32": "oracle_dynamic_int4_block32",
+}
 QUANTIZED_ORACLES = tuple(QUANTIZED_ORACLE_OF.values())
 
 

@@ -15,6 +15,7 @@ from parity.quant_emulation import (
     DynamicInt8Linear,
     emulate_dynamic_int8,
     quantize_rows,
+    quantize_weight_blockwise,
     quantize_weight_per_channel,
     row_scheme,
 )
@@ -67,8 +68,8 @@ def test_linear_is_the_integer_product_of_the_levels_times_both_scales():
     emulated = DynamicInt8Linear(linear, "asymmetric")
     w_levels, w_scale = quantize_weight_per_channel(linear.weight.detach())
     x_levels, x_scale = quantize_rows(x, "asymmetric")
-    expected = (x_levels @ w_levels.t()).double() * (x_scale * w_scale.t()) + linear.bias
-    assert torch.allclose(emulated(x), expected, rtol=1e-15, atol=0)
+    expected = (x_levels @ w_levels.t()).double() * w_scale.t() * x_scale + linear.bias
+    assert torch.equal(emulated(x), expected), (emulated(x) - expected).abs().max()
     # ... which is the float product of the dequantized operands.
     dequantized = (x_levels * x_scale) @ (w_levels * w_scale).t() + linear.bias
     assert torch.allclose(emulated(x), dequantized.detach(), rtol=1e-12)
@@ -76,9 +77,9 @@ def test_linear_is_the_integer_product_of_the_levels_times_both_scales():
 
 def test_under_rounding_noise_only_the_float_steps_are_perturbed():
     """With inputs far from any rounding boundary the integer product is exact, so a noisy
-    run differs from the clean one by a few fp32 roundings of the scales (not by the
+    run differs from the clean one by the fp32 roundings of its scales (not by the
     error of a K-term float sum)."""
-    linear = nn.Linear(24, 7).double()
+    linear = nn.Linear(24, 7, bias=False).double()  # a bias add would round relative to the sum
     emulated = DynamicInt8Linear(linear, "symmetric")
     x_levels = torch.randint(-127, 128, (5, 24), generator=torch.Generator().manual_seed(3))
     x_levels[:, 0] = 127  # the row maximum: every row's scale is 1 / 127 exactly
@@ -87,7 +88,8 @@ def test_under_rounding_noise_only_the_float_steps_are_perturbed():
     with torch.no_grad(), fp32_rounding_noise(Fp32RoundingNoise(seed=0)):
         noisy = emulated(x)
     relative = ((noisy - clean).abs() / clean.abs().clamp(min=1e-3)).max()
-    assert 0 < relative < 8 * torch.finfo(torch.float32).eps
+    # Three roundings of u: the row scale (max / 127), then the two scalings.
+    assert 0 < relative <= 3.001 * torch.finfo(torch.float32).eps / 2
 
 
 def test_every_linear_is_replaced_and_embeddings_are_rounded_to_int8_rows():
@@ -115,3 +117,33 @@ def test_unknown_row_scheme_is_refused():
 def test_scheme_follows_the_kernel_litert_runs():
     assert row_scheme(litert_xnnpack=True) == "asymmetric"
     assert row_scheme(litert_xnnpack=False) == "symmetric"
+    assert row_scheme(litert_xnnpack=False, recipe="dynamic_int4_block32") == "asymmetric"
+
+
+def test_int4_blocks_use_levels_minus_8_to_7_and_bfloat16_scales():
+    """dynamic_int4_block32's weights: a scale per block of 32 input columns, max |w| / 7
+    rounded to bfloat16 as ai-edge-quantizer stores it."""
+    weight = torch.randn(3, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    levels, scale = quantize_weight_blockwise(weight, 32)
+    assert levels.shape == (3, 2, 32) and scale.shape == (3, 2, 1)
+    assert levels.min() >= -8 and levels.max() <= 7
+    assert torch.equal(scale, scale.to(torch.bfloat16).to(torch.float64))
+    exact = weight.reshape(3, 2, 32).abs().amax(-1, keepdim=True) / 7
+    assert ((scale - exact).abs() <= exact * 2**-8).all()  # bfloat16's half ulp
+    # max |w| / scale <= 7 (1 + 2^-8) < 7.5: nothing clips, every element is within half a step.
+    assert ((levels * scale - weight.reshape(3, 2, 32)).abs() <= scale * (0.5 + 1e-12)).all()
+
+
+def test_blockwise_linear_sums_the_scaled_block_products():
+    linear = nn.Linear(64, 5).double()
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    emulated = DynamicInt8Linear(linear, "asymmetric", weight_block=32)
+    w_levels, w_scale = quantize_weight_blockwise(linear.weight.detach(), 32)
+    x_levels, x_scale = quantize_rows(x, "asymmetric")
+    dequantized = (x_levels * x_scale) @ (w_levels * w_scale).reshape(5, 64).t() + linear.bias
+    assert torch.allclose(emulated(x), dequantized.detach(), rtol=1e-12)
+
+
+def test_blocks_that_do_not_divide_the_input_are_refused():
+    with pytest.raises(ValueError, match="input dimension 48 is not divisible by block size 32"):
+        quantize_weight_blockwise(torch.zeros(2, 48), 32)
