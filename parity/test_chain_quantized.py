@@ -200,15 +200,21 @@ def _spread(prompt_len: int, steps: int, allowance: float) -> OracleSpread:
     return OracleSpread(part(prompt_len), part(steps), part(1), part(1), samples=8)
 
 
+def _logits_and_shifted(row: int, column: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, 2) logits (a prompt token and two steps) and a copy 3e-5 off at (row, column)."""
+    logits = torch.tensor([[1.0, 2.0], [0.5, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    shifted = logits.clone()
+    shifted[row, column] += 3e-5
+    return logits, shifted
+
+
 def test_quantized_flash_check_fails_beyond_both_allowances_and_names_the_context():
     """A quantized flash leg 3e-5 from its standard leg fails an allowance of 1e-5 per leg."""
     flash, standard = (
         L.quantized_leg("flash", "dynamic_int8"),
         L.quantized_leg("std", "dynamic_int8"),
     )
-    logits = torch.tensor([[1.0, 2.0], [0.5, 0.0], [0.0, 3.0]], dtype=torch.float64)
-    shifted = logits.clone()
-    shifted[2, 1] += 3e-5
+    logits, shifted = _logits_and_shifted(2, 1)
     runs = {L.ORACLE: _run(logits, L.ORACLE), standard: _run(logits, standard),
             flash: _run(shifted, flash)}  # fmt: skip
     rows = []
@@ -240,9 +246,7 @@ def test_a_leg_beyond_its_allowance_of_the_quantized_oracle_fails_naming_that_or
     """check_logits with ``oracle=``: the leg is compared with that oracle's logits, not the
     fp32 oracle's, and the record names the pair."""
     leg, oracle = L.quantized_leg("std", "dynamic_int8"), L.QUANTIZED_ORACLE_OF["dynamic_int8"]
-    logits = torch.tensor([[1.0, 2.0], [0.5, 0.0], [0.0, 3.0]], dtype=torch.float64)
-    shifted = logits.clone()
-    shifted[0, 1] += 3e-5
+    logits, shifted = _logits_and_shifted(0, 1)
     runs = {L.ORACLE: _run(shifted, L.ORACLE), oracle: _run(logits, oracle),
             leg: _run(shifted, leg)}  # fmt: skip
     rows = []
