@@ -186,3 +186,74 @@ def test_zero_repeats_is_an_error_not_the_default(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "parity.bench: error: --repeats (0) must be at least 1"
     ]
+
+
+def test_chunked_prefill_case_names_its_chunk_and_shares_its_file_with_decode():
+    """Chunked flash prefill of 8192 tokens in 512-row calls: its id says so; decode pairs with it."""
+    from parity.bench import model_cases
+
+    prefill = BenchCase("litert", "model-prefill", "flash", 8192, 8192, 512, 128, prefill_chunk=512)
+    assert prefill.case_id == "litert-model-prefill-flash-q512-kv128-chunk512-t8192-s8192"
+    assert prefill.prefill_rows == 512
+    decode = BenchCase("litert", "model-decode", "flash", 1, 8192, 512, 128, prefill_chunk=512)
+    assert model_cases.decode_partner(decode) == prefill
+    one_shot = BenchCase("litert", "model-prefill", "flash", 8192, 8192, 256, 128)
+    assert one_shot.prefill_rows == 8192
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prefill_chunk": 300}, "prefill_chunk (300) must be a positive divisor of seq_kv (1024)"),
+        ({"seq_q": 512, "prefill_chunk": 512}, "seq_q (512) must equal seq_kv (1024)"),
+        ({"target": "attention", "prefill_chunk": 512}, "prefill_chunk is for whole-model cases"),
+    ],
+)
+def test_bad_chunks_raise_value_error_naming_them(fields, message):
+    base = {"runtime": "litert", "target": "model-prefill", "impl": "flash", "seq_q": 1024,
+            "seq_kv": 1024, "q_block_size": 512, "kv_block_size": 128}  # fmt: skip
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        BenchCase(**{**base, **fields})
+
+
+def test_model_cases_add_chunked_flash_where_the_length_holds_whole_chunks():
+    from parity.bench import model_cases
+
+    ids = [case.case_id for case in model_cases.model_cases((256, 1024))]
+    assert "litert-model-prefill-flash-q512-kv128-chunk512-t1024-s1024" in ids
+    assert "litert-model-decode-flash-q512-kv128-chunk512-t1-s1024" in ids
+    assert not any("chunk" in case_id and "s256" in case_id for case_id in ids)
+    assert "litert-model-prefill-standard-t256-s256" in ids and len(ids) == len(set(ids))
+
+
+def test_chunked_prefill_runs_consecutive_positions_and_feeds_the_cache_back():
+    """The LiteRT child's chunk loop, on a fake signature runner: positions 0..R-1, R..2R-1, ...,
+    each call's kv_cache outputs are the next call's inputs."""
+    from parity.bench._litert_child import _prefill_in_chunks
+
+    calls = []
+
+    def runner(tokens, input_pos, kv_cache_k_0, kv_cache_v_0):
+        calls.append((input_pos.copy(), float(kv_cache_k_0[0]), float(kv_cache_v_0[0])))
+        return {
+            "logits": tokens * 1.0,
+            "kv_cache_k_0": kv_cache_k_0 + 1,
+            "kv_cache_v_0": kv_cache_v_0 + 2,
+        }
+
+    inputs = {"tokens": np.ones(4, np.int32), "input_pos": np.arange(4, dtype=np.int32),
+              "kv_cache_k_0": np.zeros(1), "kv_cache_v_0": np.zeros(1)}  # fmt: skip
+    outputs = _prefill_in_chunks(runner, inputs, chunks=3)
+    assert [list(pos) for pos, _, _ in calls] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [(k, v) for _, k, v in calls] == [(0.0, 0.0), (1.0, 2.0), (2.0, 4.0)]
+    assert outputs["kv_cache_k_0"][0] == 3.0 and inputs["kv_cache_k_0"][0] == 0.0
+
+
+def test_whole_model_prefill_rows_carry_the_conversion_seconds():
+    """conversion_s is a row of its own for model-prefill cases (the report's long-context targets)."""
+    case = BenchCase("litert", "model-prefill", "flash", 2048, 2048, 512, 128, prefill_chunk=512)
+    outcome = {"status": "measured", "peak_bytes": 2e9, "median_ms": 900.0,
+               "conversion": {"cached": True, "seconds": 61.5}}  # fmt: skip
+    rows = [json.loads(r.to_json()) for r in runner.case_rows(case, outcome)]
+    assert {r["metric"]: r["value"] for r in rows}["conversion_s"] == 61.5
+    assert bench_frame(rows).loc[0, "conversion_s"] == 61.5

@@ -3,8 +3,8 @@
 Run as ``python -m parity.bench._model_convert_child CASE_JSON CHECKPOINT_DIR OUT_PATH``.
 Writes the seeded checkpoint first if it is missing (``parity.random_checkpoints``),
 builds the model with ``edge_flash.build_model`` and converts it with
-``edge_flash.convert.convert_to_tflite``: signatures ``prefill_<T>`` and ``decode``
-over a KV cache of S slots. Prints one JSON line: seconds and bytes.
+``edge_flash.convert.convert_to_tflite``: signatures ``prefill_<R>`` (R = the
+case's ``prefill_rows``) and ``decode`` over a KV cache of S slots. Prints one JSON line: seconds and bytes.
 """
 
 from __future__ import annotations
@@ -40,18 +40,26 @@ def write_checkpoint(directory: Path, max_positions: int) -> Path:
 
 
 def convert(case: BenchCase, checkpoint_dir: Path, out_path: Path) -> dict:
-    """Builds and converts the case's whole model; returns {"seconds": ..., "bytes": ...}."""
-    from edge_flash import build_model
+    """Builds and converts the case's whole model; returns {"seconds": ..., "bytes": ...}.
+
+    Flash uses the case's block sizes; the prefill signature has the case's
+    ``prefill_rows`` rows (its chunk, or T = S). ``seconds`` covers conversion
+    only, not building the model.
+    """
+    from edge_flash import build_model, enable_flash_attention
     from edge_flash.convert import convert_to_tflite
 
     seq_kv = case.seq_kv
     write_checkpoint(checkpoint_dir, max_positions=max(seq_kv, 2048))
-    model = build_model(
-        checkpoint_dir, use_flash_attention=case.impl == "flash", mask_cache_size=seq_kv
-    )
+    model = build_model(checkpoint_dir, use_flash_attention=False, mask_cache_size=seq_kv)
+    if case.impl == "flash":
+        enable_flash_attention(
+            model, q_block_size=case.q_block_size, kv_block_size=case.kv_block_size
+        )
     start = time.perf_counter()
-    prefill_len = case.seq_q if case.target == "model-prefill" else seq_kv
-    convert_to_tflite(model, out_path, prefill_seq_lens=[prefill_len], kv_cache_max_len=seq_kv)
+    convert_to_tflite(
+        model, out_path, prefill_seq_lens=[case.prefill_rows], kv_cache_max_len=seq_kv
+    )
     return {"seconds": time.perf_counter() - start, "bytes": os.path.getsize(out_path)}
 
 

@@ -66,6 +66,11 @@ class BenchCase:
     q_block_size: int | None = None  # flash only
     kv_block_size: int | None = None
     shape: AttentionShape = TINYLLAMA_ATTENTION
+    # Whole model only: the prefill signature's rows. A model-prefill case with a
+    # chunk prefills its seq_q = seq_kv tokens in seq_kv / prefill_chunk calls
+    # (LiteRT-LM's chunked prefill), the cache carried between them; None is one
+    # call of T = S rows. Its decode case names the same chunk (same file).
+    prefill_chunk: int | None = None
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
@@ -77,13 +82,35 @@ class BenchCase:
         blocks = (self.q_block_size, self.kv_block_size)
         if self.impl == "flash" and None in blocks:
             raise ValueError(f"flash case needs q_block_size and kv_block_size, got {blocks}")
+        if self.prefill_chunk is not None:
+            self._check_chunk()
+
+    def _check_chunk(self) -> None:
+        if self.target == "attention":
+            raise ValueError("prefill_chunk is for whole-model cases, not attention cases")
+        if self.prefill_chunk < 1 or self.seq_kv % self.prefill_chunk:
+            raise ValueError(
+                f"prefill_chunk ({self.prefill_chunk}) must be a positive divisor of"
+                f" seq_kv ({self.seq_kv}): the prefill fills the cache in whole chunks"
+            )
+        if self.target == "model-prefill" and self.seq_q != self.seq_kv:
+            raise ValueError(
+                f"a chunked prefill fills the whole cache: seq_q ({self.seq_q}) must equal"
+                f" seq_kv ({self.seq_kv})"
+            )
+
+    @property
+    def prefill_rows(self) -> int:
+        """Rows of the model's prefill signature (the chunk, or T = S when one-shot)."""
+        return self.prefill_chunk or self.seq_kv
 
     @property
     def impl_label(self) -> str:
         """The impl with its block sizes, e.g. ``flash-q256-kv128``."""
-        if self.impl != "flash":
-            return self.impl
-        return f"flash-q{self.q_block_size}-kv{self.kv_block_size}"
+        label = self.impl
+        if self.impl == "flash":
+            label = f"flash-q{self.q_block_size}-kv{self.kv_block_size}"
+        return label if self.prefill_chunk is None else f"{label}-chunk{self.prefill_chunk}"
 
     @property
     def case_id(self) -> str:
@@ -123,8 +150,9 @@ def estimated_peak_bytes(case: BenchCase) -> int:
     peaks at about 2.3 score tensors; converted standard attention at about one
     score tensor plus its mask; everything else within a few floors.
     """
-    floor = floor_bytes(case.shape, case.seq_q, case.seq_kv)
-    scores = scores_bytes(case.shape, case.seq_q, case.seq_kv)
+    rows = case.seq_q if case.prefill_chunk is None else min(case.seq_q, case.prefill_chunk)
+    floor = floor_bytes(case.shape, rows, case.seq_kv)
+    scores = scores_bytes(case.shape, rows, case.seq_kv)
     if case.target != "attention":
         return 8 * floor + scores  # whole model: weights are small (2 layers); one layer's scores
     if case.impl == "standard-math":

@@ -116,7 +116,7 @@ def _common_fields(case: BenchCase, outcome: dict) -> dict:
 
 
 def case_rows(case: BenchCase, outcome: dict) -> list[ResultRow]:
-    """Result rows of one case: peak_bytes and latency_ms.
+    """Result rows of one case: peak_bytes and latency_ms (and conversion_s, whole-model prefill).
 
     A case that was skipped or failed gives one row with value NaN and
     passed=False; ``details`` (JSON) says why.
@@ -125,6 +125,9 @@ def case_rows(case: BenchCase, outcome: dict) -> list[ResultRow]:
     if outcome.get("status", "measured") != "measured":
         return [ResultRow(metric="peak_bytes", value=float("nan"), passed=False, **common)]
     metrics = [("peak_bytes", outcome["peak_bytes"]), ("latency_ms", outcome["median_ms"])]
+    conversion_s = outcome.get("conversion", {}).get("seconds")
+    if case.target == "model-prefill" and conversion_s is not None:
+        metrics.append(("conversion_s", conversion_s))  # the file's, kept beside it when cached
     return [ResultRow(metric=m, value=float(v), passed=True, **common) for m, v in metrics]
 
 

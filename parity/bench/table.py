@@ -67,7 +67,7 @@ def bench_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(list(cases.values()))
     if frame.empty:
         return frame
-    for column in ("peak_mb", "latency_ms", "activation_mb"):
+    for column in ("peak_mb", "latency_ms", "activation_mb", "conversion_s"):
         if column not in frame:
             frame[column] = math.nan
     # The floor is one attention call's Q, K, V and O: against a whole model's peak,
@@ -117,6 +117,7 @@ def summary_table(rows: list[dict], fmt: str = "simple") -> str:
         "standard_over_this": "std/this",
         "activation_mb": "activations MB",
         "latency_ms": "median ms",
+        "conversion_s": "convert s",
         "cpu_ms": "cpu ms",
         "load": "load",
         "status": "status",

@@ -15,7 +15,16 @@ import pandas as pd
 
 from parity.bench.method import METHOD
 from parity.bench.table import bench_frame
-from parity.report import analysis, claims, families, mutation, plots, quantized, study
+from parity.report import (
+    analysis,
+    claims,
+    families,
+    long_context,
+    mutation,
+    plots,
+    quantized,
+    study,
+)
 from parity.results import ResultsFile
 
 _STYLE = """
@@ -240,6 +249,10 @@ def render_page(
         (
             "Targets of the issue (LiteRT, one attention call)",
             _claims_html(claims.targets_table(results.rows), "targets"),
+        ),
+        (
+            "Long-context targets (whole 2-layer TinyLlama-shaped model, chunked flash prefill)",
+            _claims_html(long_context.long_context_targets(results.rows), "long-context"),
         ),
         (
             "Decoder families x legs",

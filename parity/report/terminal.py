@@ -5,7 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from parity.bench.table import summary_table
-from parity.report import analysis, claims, mutation
+from parity.report import analysis, claims, long_context, mutation
 from parity.results import ResultsFile
 
 
@@ -28,6 +28,11 @@ def summary_text(results: ResultsFile, page_path: str | None = None) -> str:
     lines.append("")
     target_rows = [(c.claim, c.measured, c.status) for c in claims.targets_table(results.rows)]
     lines.append(tabulate(target_rows, headers=["target (LiteRT attention)", "measured", "status"]))
+    lines.append("")
+    long_rows = [
+        (c.claim, c.measured, c.status) for c in long_context.long_context_targets(results.rows)
+    ]
+    lines.append(tabulate(long_rows, headers=["long-context target", "measured", "status"]))
     lines.append("")
     lines.append(summary_table(results.rows))
     lines += mutation.summary_lines(mutation.load_summary())
