@@ -91,9 +91,12 @@ def flash_attention(
     seq_kv, num_kv_heads = k.shape[1], k.shape[2]
     group = num_heads // num_kv_heads  # R: query heads per KV head
 
-    # Scale q once (as litert-torch's softcap path does); grouped layout.
-    q_grouped = (q.to(compute_dtype) * scale).transpose(1, 2)  # (B, N, T, H)
-    q_grouped = q_grouped.reshape(batch, num_kv_heads, group, seq_q, head_dim)  # (B, G, R, T, H)
+    # K and V are regrouped once (they are G/N the size of Q). Q stays in its
+    # [B, T, N, H] layout: each block is sliced, scaled (as litert-torch's softcap
+    # path scales q) and regrouped on its own, and each block's output goes back
+    # to [B, T', N, H] before the one concatenation that makes O. No Q- or O-sized
+    # intermediate is made besides O itself (in LiteRT each whole-tensor transpose
+    # is a copy that stays live with its neighbours).
     k_t = k.to(compute_dtype).permute(0, 2, 3, 1)  # (B, G, H, S)
     v_g = v.to(compute_dtype).transpose(1, 2)  # (B, G, S, H)
 
@@ -103,14 +106,15 @@ def flash_attention(
     out_blocks = []
     for t0 in range(0, seq_q, q_block_size):
         t1 = min(t0 + q_block_size, seq_q)
-        out_blocks.append(
-            _attend_query_block(
-                q_grouped[:, :, :, t0:t1], k_t, v_g, biases, causal, t0, kv_block_size, softcap
-            )
-        )
-    out = torch.cat(out_blocks, dim=3)  # (B, G, R, T, H)
-    out = out.reshape(batch, num_heads, seq_q, head_dim).transpose(1, 2)  # (B, T, N, H)
-    return out.to(q.dtype)
+        q_block = (q[:, t0:t1].to(compute_dtype) * scale).transpose(1, 2)  # (B, N, T', H)
+        q_block = q_block.reshape(batch, num_kv_heads, group, t1 - t0, head_dim)  # (B, G, R, T', H)
+        out_block = _attend_query_block(
+            q_block, k_t, v_g, biases, causal, t0, kv_block_size, softcap
+        )  # (B, G, R, T', H)
+        out_block = out_block.reshape(batch, num_heads, t1 - t0, head_dim).transpose(1, 2)
+        out_blocks.append(out_block)  # (B, T', N, H)
+    out = out_blocks[0] if len(out_blocks) == 1 else torch.cat(out_blocks, dim=1)
+    return out.to(q.dtype)  # (B, T, N, H)
 
 
 def _grouped_biases(

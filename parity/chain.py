@@ -255,7 +255,7 @@ class Chain:
                 model, leg = self.quantized_oracle_model(quantize), L.QUANTIZED_ORACLE_OF[quantize]
             self._spreads[key] = measure_spread(
                 model, self._leg_runs(leg)[prompt], self.prepared.zoo.kv_cache_max_len,
-                MODEL_FP32.z,
+                MODEL_FP32.z, prefill_chunk=self.prepared.zoo.spread_prefill_chunk,
             )  # fmt: skip
         return self._spreads[key]
 

@@ -48,33 +48,70 @@ class Spread:
         return self.row_max_rms + z * self.element_rms_max
 
 
+@dataclasses.dataclass
+class _RowStats:
+    """What ``Spread`` needs of a block of rows; blocks of rows concatenate (``_joined``).
+
+    Every statistic is per row, so a spread can be measured a block of rows at a
+    time (``measure_spread`` with ``prefill_chunk``) with the same result.
+    """
+
+    row_max_sq: torch.Tensor  # (N, *rows): max over the row's elements of d^2, per sample
+    element_ms_max: torch.Tensor  # (*rows): max over elements of the mean over samples of d^2
+    others_element_ms_max: torch.Tensor  # (N, *rows): the same without sample r (row r)
+
+
+def _row_stats(deviations: torch.Tensor) -> _RowStats:
+    """The row statistics of ``deviations`` (N, *rows, E)."""
+    samples = deviations.shape[0]
+    squares = deviations.square()  # (N, *rows, E)
+    total = squares.sum(0)  # (*rows, E)
+    others = torch.stack([((total - squares[r]) / (samples - 1)).amax(-1) for r in range(samples)])
+    return _RowStats(squares.amax(-1), (total / samples).amax(-1), others)
+
+
+def _joined(blocks: Sequence[_RowStats], row_dim: int) -> _RowStats:
+    """The row statistics of ``blocks`` concatenated along row dimension ``row_dim``."""
+    if len(blocks) == 1:
+        return blocks[0]
+    sample_dim = row_dim + 1  # the per-sample statistics lead with N
+    return _RowStats(
+        torch.cat([b.row_max_sq for b in blocks], dim=sample_dim),
+        torch.cat([b.element_ms_max for b in blocks], dim=row_dim),
+        torch.cat([b.others_element_ms_max for b in blocks], dim=sample_dim),
+    )
+
+
+def _finished(stats: _RowStats, z: float) -> Spread:
+    """The spread of the rows ``stats`` describe, with its leave-one-out ``null_ratio``."""
+    samples = stats.row_max_sq.shape[0]
+    total_row = stats.row_max_sq.sum(0)
+    worst = 0.0
+    for r in range(samples):  # sample r judged by the allowance of the other N - 1
+        row_rms = ((total_row - stats.row_max_sq[r]) / (samples - 1)).sqrt()
+        allowance = row_rms + z * stats.others_element_ms_max[r].sqrt()
+        ratio = stats.row_max_sq[r].sqrt() / allowance.clamp(min=1e-300)
+        worst = max(worst, float(ratio.max()))
+    return Spread(
+        row_max_rms=stats.row_max_sq.mean(0).sqrt(),
+        element_rms_max=stats.element_ms_max.sqrt(),
+        null_ratio=worst,
+    )
+
+
 def spread_of(deviations: torch.Tensor, z: float) -> Spread:
     """The spread of ``deviations`` (N, *rows, E): N samples of rows of E elements each.
 
     Raises:
       ValueError: fewer than 3 samples (the leave-one-out check needs 2 others).
     """
-    samples = deviations.shape[0]
+    _check_samples(deviations.shape[0])
+    return _finished(_row_stats(deviations), z)
+
+
+def _check_samples(samples: int) -> None:
     if samples < 3:
         raise ValueError(f"deviations hold {samples} samples; need at least 3")
-    squares = deviations.square()  # (N, *rows, E)
-    row_max_sq = squares.amax(dim=-1)  # (N, *rows)
-    spread = Spread(
-        row_max_rms=row_max_sq.mean(0).sqrt(),
-        element_rms_max=squares.mean(0).amax(dim=-1).sqrt(),
-        null_ratio=0.0,
-    )
-    # Leave-one-out: sample r judged by the allowance of the other N - 1.
-    total_row, total_elem = row_max_sq.sum(0), squares.sum(0)
-    worst = 0.0
-    for r in range(samples):
-        others = samples - 1
-        row_rms = ((total_row - row_max_sq[r]) / others).sqrt()
-        elem_max = ((total_elem - squares[r]) / others).amax(dim=-1).sqrt()
-        ratio = row_max_sq[r].sqrt() / (row_rms + z * elem_max).clamp(min=1e-300)
-        worst = max(worst, float(ratio.max()))
-    spread.null_ratio = worst
-    return spread
 
 
 @dataclasses.dataclass
@@ -126,6 +163,7 @@ def measure_spread(
     z: float,
     samples: int = SAMPLES,
     seed: int = 0,
+    prefill_chunk: int | None = None,
 ) -> OracleSpread:
     """Runs ``samples`` noisy copies of the float64 oracle on ``oracle_run``'s inputs.
 
@@ -137,44 +175,56 @@ def measure_spread(
       kv_cache_max_len: S of the KV cache.
       z: the allowance's multiple of ``element_rms_max`` (for ``null_ratio``).
       samples: batch rows (>= 3). seed: seeds the noise.
+      prefill_chunk: the noisy samples prefill the prompt this many rows per call
+        (None: all in one call). It bounds memory on long prompts (8 float64
+        score tensors of 2044 x 2048 per head would not fit): each sample is then
+        a correct fp32 implementation that prefills in chunks, which in exact
+        arithmetic computes what one-shot prefill does, so its deviations are
+        still taken from the one-shot oracle. Every statistic is per row, so
+        each chunk's logits are reduced as soon as they are made.
     """
     from litert_torch.generative.layers import kv_cache as kv_utils
 
+    _check_samples(samples)
     model = oracle_model.eval()
     model.config = dataclasses.replace(model.config, build_rope=_batched_rope(samples))
     recorder = BlockRecorder(model.transformer_blocks, batch=True)
     cache = kv_utils.KVCache.from_model_config(
         kv_cache_max_len, model.config, dtype=torch.float64, batch_size=samples
     )
-    calls: Sequence[list[int]] = [oracle_run.prompt_ids] + [[t] for t in oracle_run.fed]
-    logits, hidden, position = [], [], 0
+    prompt = oracle_run.prompt_ids
+    chunk = prefill_chunk or len(prompt)
+    calls = [prompt[i : i + chunk] for i in range(0, len(prompt), chunk)]
+    calls += [[t] for t in oracle_run.fed]
+    prefill_blocks, hidden_blocks, step_rows, position = [], [], [], 0
     noise = Fp32RoundingNoise(seed)
     try:
-        for call, token_ids in enumerate(calls):
-            tokens = torch.tensor([token_ids] * samples, dtype=torch.int)  # (N, T)
-            input_pos = torch.arange(position, position + len(token_ids), dtype=torch.int)
+        for token_ids in calls:
+            tokens = torch.tensor([token_ids] * samples, dtype=torch.int)  # (N, T_call)
+            rows = slice(position, position + len(token_ids))
+            input_pos = torch.arange(rows.start, rows.stop, dtype=torch.int)
             with torch.no_grad(), fp32_rounding_noise(noise):
                 out = model(tokens, input_pos, cache)
-            cache = out["kv_cache"]
-            if call == 0:
-                rows = len(token_ids)
-                kv = stack_layers(
-                    [torch.stack([e.k_cache[:, :rows], e.v_cache[:, :rows]], dim=1)
-                     for e in cache.caches], dim=1,
-                )  # fmt: skip  # (N, L, 2, T, G, H)
-            logits.append(out["logits"])  # (N, T_call, V)
-            hidden.append(recorder.take())  # (N, L, T_call, D)
-            position += len(token_ids)
+            cache, logits = out["kv_cache"], out["logits"]  # logits (N, T_call, V)
+            if rows.stop <= len(prompt):
+                prefill_blocks.append(_row_stats(logits - oracle_run.prefill_logits[rows]))
+            if rows.stop >= len(prompt):  # the prompt's last row, then each decode step
+                step_rows.append(logits[:, -1])
+            hidden = recorder.take() - oracle_run.hidden[:, rows]  # (N, L, T_call, D)
+            hidden_blocks.append(_row_stats(hidden))
+            del out, logits, hidden
+            position = rows.stop
     finally:
         recorder.remove()
-    prefill = logits[0] - oracle_run.prefill_logits  # (N, T, V)
-    steps = torch.stack([logits[0][:, -1]] + [row[:, -1] for row in logits[1:]], dim=1)
-    kv_dev = (kv - oracle_run.kv).flatten(-2)  # (N, L, 2, T, G * H)
-    hidden_dev = torch.cat(hidden, dim=2) - oracle_run.hidden  # (N, L, P, D)
+    kv = stack_layers(
+        [torch.stack([e.k_cache[:, : len(prompt)], e.v_cache[:, : len(prompt)]], dim=1)
+         for e in cache.caches], dim=1,
+    )  # fmt: skip  # (N, L, 2, T, G, H)
+    steps = torch.stack(step_rows, dim=1)  # (N, n, V)
     return OracleSpread(
-        prefill_logits=spread_of(prefill, z),
+        prefill_logits=_finished(_joined(prefill_blocks, row_dim=0), z),
         step_logits=spread_of(steps - oracle_run.step_logits, z),
-        kv=spread_of(kv_dev, z),
-        hidden=spread_of(hidden_dev, z),
+        kv=spread_of((kv - oracle_run.kv).flatten(-2), z),  # rows (L, 2, T)
+        hidden=_finished(_joined(hidden_blocks, row_dim=1), z),  # rows (L, P)
         samples=samples,
     )

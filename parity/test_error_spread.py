@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity.error_spread import SAMPLES, spread_of
+from parity.error_spread import SAMPLES, _finished, _joined, _row_stats, measure_spread, spread_of
 from parity.exact_random import exact_generator, normal
 from parity.tolerances import MODEL_FP32, SPREAD_Z
 from parity.zoo import TINY_RANDOM
@@ -31,6 +31,17 @@ def test_gaussian_rows_never_fail_their_own_leave_one_out_allowance():
     assert 0 < spread.null_ratio < 1
 
 
+def test_a_spread_measured_a_block_of_rows_at_a_time_equals_the_whole():
+    """Every statistic is per row: blocks of rows, joined, give the whole spread exactly."""
+    deviations = normal((SAMPLES, 3, 10, 7), exact_generator(3)).to(torch.float64)  # rows (3, 10)
+    whole = spread_of(deviations, SPREAD_Z)
+    blocks = [_row_stats(deviations[:, :, a:b]) for a, b in ((0, 4), (4, 5), (5, 10))]
+    joined = _finished(_joined(blocks, row_dim=1), SPREAD_Z)
+    assert torch.equal(joined.row_max_rms, whole.row_max_rms)
+    assert torch.equal(joined.element_rms_max, whole.element_rms_max)
+    assert joined.null_ratio == whole.null_ratio
+
+
 def test_fewer_than_three_samples_are_refused():
     with pytest.raises(ValueError, match="need at least 3"):
         spread_of(torch.zeros(2, 4, 5), SPREAD_Z)
@@ -45,3 +56,22 @@ def test_the_tiny_models_spreads_pass_their_own_check_and_allow_something(chains
         assert spread.null_ratio() < 1, (prompt, spread.null_ratio())
         for part in (spread.prefill_logits, spread.step_logits, spread.kv, spread.hidden):
             assert bool((MODEL_FP32.allowance(part) > 0).all()), prompt
+
+
+def test_noisy_samples_that_prefill_in_chunks_still_pass_their_own_check(chains):
+    """The long-context spread's way (prefill_chunk): the tiny model's longest prompt in
+    chunks of 7 rows. Each chunked sample is a correct fp32 implementation, so the
+    spread passes its leave-one-out check and allows something on every row."""
+    from parity import legs as L
+
+    chain = chains.get(TINY_RANDOM)
+    prompt = max(chain.prepared.prompt_ids, key=lambda name: len(chain.prepared.prompt_ids[name]))
+    oracle_run = chain.runs(prompt, [])[L.ORACLE]
+    spread = measure_spread(
+        chain._oracle_model(), oracle_run, TINY_RANDOM.kv_cache_max_len, MODEL_FP32.z,
+        prefill_chunk=7,
+    )  # fmt: skip
+    assert spread.prefill_logits.row_max_rms.shape == (len(oracle_run.prompt_ids),)
+    assert spread.null_ratio() < 1, spread.null_ratio()
+    for part in (spread.prefill_logits, spread.step_logits, spread.kv, spread.hidden):
+        assert bool((MODEL_FP32.allowance(part) > 0).all())

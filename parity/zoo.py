@@ -80,6 +80,9 @@ class ZooModel:
       has_golden: whether golden/ holds reference outputs for it.
       family: the litert-torch decoder family it stands for (the report's family matrix).
       no_hf_model: why it has no Hugging Face leg ("" when it has one).
+      spread_prefill_chunk: rows per prefill call of the error spread's noisy
+        oracle samples (``parity.error_spread.measure_spread``); None: the whole
+        prompt in one call. Long prompts set it to bound the samples' memory.
     """
 
     name: str
@@ -94,6 +97,7 @@ class ZooModel:
     has_golden: bool = True
     family: str = "llama"
     no_hf_model: str = ""
+    spread_prefill_chunk: int | None = None
 
 
 # Tiny random Llama: S = 100 with kv blocks of 32 leaves a partial last block
@@ -174,6 +178,32 @@ USER_CHECKPOINT = ZooModel(
     has_golden=False,
 )
 
+# The long-context chain (parity/test_long_context.py, run with PARITY_LONG_CONTEXT=1;
+# not in ZOO, so not in the default gate): SmolLM2's real weights over a cache of
+# 2048 slots (litert-torch's max_seq_len for SmolLM2, the most its builder takes),
+# a 2044-token prompt prefilled in chunks of 512 rows (LiteRT-LM's rule: 3 x 512 +
+# 508 padded to 512, so the chunks write every one of the 2048 slots), the kernel
+# blocking over KV only (one q block per chunk, kv blocks of 256: 8 per call); 3
+# decode steps follow at positions 2044-2046. Seeded random ids: the prompt's
+# length is what matters here.
+SMOLLM2_LONG = ZooModel(
+    name="smollm2-135m-long",
+    marks=("slow", "long_context"),
+    prompts=(Prompt("ids-2044", length=2044, seed=31),),
+    max_new_tokens=4,
+    kv_cache_max_len=2048,
+    prefill_seq_len=512,  # the chunk: its file holds one prefill signature
+    kernel_options={"q_block_size": 512, "kv_block_size": 256},
+    chunk_seq_lens=(512,),
+    builder="smollm2",
+    has_golden=False,
+    family="smollm2",
+    # 8 float64 samples of one-shot 2044 x 2048 scores and 2044 x 49152 logits
+    # need more than this machine's 24 GiB (measured: killed at 23 GB).
+    spread_prefill_chunk=512,
+)
+LONG_CONTEXT_MODELS: tuple[ZooModel, ...] = (SMOLLM2_LONG,)
+
 FAMILY_SEED = 20261202
 
 
@@ -225,10 +255,11 @@ def zoo_model(name: str) -> ZooModel:
     Raises:
       ValueError: no entry has that name.
     """
-    for model in ZOO:
+    known = (*ZOO, *LONG_CONTEXT_MODELS)
+    for model in known:
         if model.name == name:
             return model
-    raise ValueError(f"zoo model ({name!r}) is unknown; expected one of {[m.name for m in ZOO]}")
+    raise ValueError(f"zoo model ({name!r}) is unknown; expected one of {[m.name for m in known]}")
 
 
 @dataclasses.dataclass
@@ -306,6 +337,7 @@ def _checkpoint_for(model: ZooModel, work_dir: Path, checkpoint: Path | None) ->
         TINY_RANDOM.name: lambda: write_tiny_random_llama(work_dir / TINY_RANDOM.name),
         TINYLLAMA_SHAPED.name: lambda: write_tinyllama_shaped(work_dir / TINYLLAMA_SHAPED.name),
         SMOLLM2.name: _shipped_smollm2,
+        SMOLLM2_LONG.name: _shipped_smollm2,
     }
     if model.name in writers:
         return writers[model.name]()

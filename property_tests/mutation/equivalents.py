@@ -5,7 +5,7 @@ its ``before`` / ``after`` text (so an entry whose line now holds other code
 is caught), with the reason no property can kill it::
 
     [[mutant]]
-    id = "L184C32:1->0"
+    id = "L193C32:1->0"
     before = "1"
     after = "0"
     reason = "one more KV block, fully above the diagonal: exp(-inf) adds 0"
