@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from parity.bench import cases, differences, procmem, runner
+from parity.bench import cases, convert, differences, procmem, runner
 from parity.bench.__main__ import main as bench_main
 from parity.bench.cases import BenchCase
 from parity.bench.table import bench_frame
@@ -63,6 +65,29 @@ def test_case_list_has_every_impl_per_length_and_the_sweep_only_where_asked():
     assert "litert-attention-flash-q512-kv256-t1024-s1024" in ids
     assert "litert-attention-flash-q512-kv256-t512-s512" not in ids
     assert len(ids) == len(listed)
+
+
+def test_the_sweep_length_also_runs_every_litert_file_without_xnnpack():
+    """At the sweep lengths only: copy, standard and flash once more on builtin kernels,
+    from the same converted file (the cache ignores the runtime setting)."""
+    listed = cases.attention_cases((512, 1024), sweep_lengths=(1024,))
+    builtin = {case.case_id for case in listed if not case.xnnpack}
+    assert builtin == {
+        "litert-attention-copy-builtin-t1024-s1024",
+        "litert-attention-standard-hlfb-builtin-t1024-s1024",
+        f"litert-attention-{cases.DEFAULT_FLASH_LABEL}-builtin-t1024-s1024",
+    }
+    flash = next(
+        c
+        for c in listed
+        if c.case_id == f"litert-attention-{cases.DEFAULT_FLASH_LABEL}-t1024-s1024"
+    )
+    on_builtin = dataclasses.replace(flash, xnnpack=False)
+    assert convert.cached_model_path(on_builtin, Path("/c")) == convert.cached_model_path(
+        flash, Path("/c")
+    )
+    with pytest.raises(ValueError, match="LiteRT setting"):
+        BenchCase("torch", "attention", "flash", 8, 8, 4, 4, xnnpack=False)
 
 
 def test_peak_reading_sees_a_freed_allocation():

@@ -9,7 +9,8 @@ Method (also in ``parity.bench.method``):
    libraries are loaded and its memory is returned before the baseline.
 2. The inputs are made in numpy (the caller's copies, not counted).
 3. Baseline: ``clear_refs`` then VmRSS. Then the measured interpreter is created
-   with the XNNPACK delegate (ai_edge_litert's default op resolver), the warm-up
+   with the XNNPACK delegate (ai_edge_litert's default op resolver; with
+   ``xnnpack`` false, the builtin kernels without it), the warm-up
    signatures run (whole model: the other signature pages in and packs weights),
    and the measured signature runs once (warm-up, not timed) and ``repeats`` times.
 4. ``peak_bytes`` = VmHWM minus the baseline: everything the runtime held at its
@@ -34,9 +35,13 @@ import sys
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from parity.bench.procmem import peak_since, reset_peak
+
+# LiteRT's builtin kernels without the default (XNNPACK) delegate: the job's
+# "xnnpack": false, to tell the graph's own memory from the delegate's.
+_BUILTIN_ONLY = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 def _make_inputs(details: dict, fills: dict, seed: int, float_fill: str = "randn") -> dict:
@@ -100,7 +105,9 @@ def measure(job: dict) -> dict:
     inputs = {sig: _make_inputs(d, fills, 0, float_fill) for sig, d in details.items()}
 
     baseline = reset_peak()
-    interpreter = Interpreter(model_path=job["model_path"], num_threads=threads)
+    xnnpack = job.get("xnnpack", True)
+    resolver = {} if xnnpack else {"experimental_op_resolver_type": _BUILTIN_ONLY}
+    interpreter = Interpreter(model_path=job["model_path"], num_threads=threads, **resolver)
     for sig in warmups:
         interpreter.get_signature_runner(sig)(**inputs[sig])
     runner = interpreter.get_signature_runner(signature)
@@ -138,6 +145,7 @@ def measure(job: dict) -> dict:
         "outputs_finite": bool(all(np.isfinite(v).all() for v in outputs.values())),
         "num_threads": threads,
         "chunks": chunks,
+        "xnnpack": xnnpack,
         "torch_loaded": "torch" in sys.modules,
     }
 

@@ -71,6 +71,9 @@ class BenchCase:
     # (LiteRT-LM's chunked prefill), the cache carried between them; None is one
     # call of T = S rows. Its decode case names the same chunk (same file).
     prefill_chunk: int | None = None
+    # LiteRT only: False runs the file on LiteRT's builtin kernels without the
+    # XNNPACK delegate (same file), to tell the graph's memory from the delegate's.
+    xnnpack: bool = True
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
@@ -84,6 +87,8 @@ class BenchCase:
             raise ValueError(f"flash case needs q_block_size and kv_block_size, got {blocks}")
         if self.prefill_chunk is not None:
             self._check_chunk()
+        if not self.xnnpack and self.runtime != "litert":
+            raise ValueError(f"xnnpack=False is a LiteRT setting; runtime is {self.runtime!r}")
 
     def _check_chunk(self) -> None:
         if self.target == "attention":
@@ -110,7 +115,9 @@ class BenchCase:
         label = self.impl
         if self.impl == "flash":
             label = f"flash-q{self.q_block_size}-kv{self.kv_block_size}"
-        return label if self.prefill_chunk is None else f"{label}-chunk{self.prefill_chunk}"
+        if self.prefill_chunk is not None:
+            label = f"{label}-chunk{self.prefill_chunk}"
+        return label if self.xnnpack else f"{label}-builtin"
 
     @property
     def case_id(self) -> str:
@@ -177,7 +184,8 @@ def attention_cases(
     default_blocks: tuple[int, int] = DEFAULT_BLOCKS,
     runtimes: tuple[str, ...] = RUNTIMES,
 ) -> list[BenchCase]:
-    """Attention-alone cases (T = S) for every runtime and impl; extra block sizes at sweep lengths."""
+    """Attention-alone cases (T = S) for every runtime and impl; at the sweep lengths, LiteRT's
+    other block sizes and every LiteRT impl once more without XNNPACK."""
     cases = []
     for runtime in runtimes:
         for length in lengths:
@@ -189,4 +197,9 @@ def attention_cases(
             for blocks in block_choices:
                 if tuple(blocks) != tuple(default_blocks):
                     cases.append(BenchCase(runtime, "attention", "flash", length, length, *blocks))
+            for impl in IMPLS[runtime]:  # the same files on builtin kernels, no XNNPACK
+                blocks = default_blocks if impl == "flash" else (None, None)
+                cases.append(
+                    BenchCase(runtime, "attention", impl, length, length, *blocks, xnnpack=False)
+                )
     return cases

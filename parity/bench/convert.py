@@ -10,6 +10,7 @@ child process (``parity.bench._convert_child``) so this module needs no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -57,6 +58,7 @@ def stack_versions() -> dict:
 
 def cache_key(case: BenchCase) -> str:
     """A short hash of everything that determines the converted graph of ``case``."""
+    case = dataclasses.replace(case, xnnpack=True)  # a runtime setting: the same file
     fields = {
         "case": {**case.to_dict(), "runtime": "litert"},
         "kernel": package_digest("edge_flash", _KERNEL_FILES) if case.impl == "flash" else "",
@@ -68,6 +70,7 @@ def cache_key(case: BenchCase) -> str:
 def cached_model_path(case: BenchCase, directory: Path | None = None) -> Path:
     """Where the converted file of ``case`` lives in the cache (it may not exist yet)."""
     directory = cache_dir() if directory is None else Path(directory)
+    case = dataclasses.replace(case, xnnpack=True)  # a runtime setting: the same file
     stem = f"{case.target}-{case.impl_label}-t{case.seq_q}-s{case.seq_kv}-{case.shape.tag()}"
     return directory / f"{stem}-{cache_key(case)}.tflite"
 

@@ -54,8 +54,8 @@ def difference_rows(saved: list[tuple[BenchCase, Path]]) -> list[ResultRow]:
         if flash.impl != "flash":
             continue
         for standard, standard_path in saved:
-            same = (standard.runtime, standard.seq_q, standard.seq_kv) == (
-                flash.runtime, flash.seq_q, flash.seq_kv,
+            same = (standard.runtime, standard.seq_q, standard.seq_kv, standard.xnnpack) == (
+                flash.runtime, flash.seq_q, flash.seq_kv, flash.xnnpack,
             )  # fmt: skip
             if not same or standard.impl not in STANDARD_IMPLS:
                 continue

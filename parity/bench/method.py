@@ -24,7 +24,10 @@ METHOD = {
         " caller's new copy of the output (reported as transient_bytes). It includes the runtime's own copies of Q, K, V"
         " and O and the caller's copy of the output; the 'copy' module (reads Q, K, V,"
         " writes O) measures that I/O floor. Interpreter: ai_edge_litert's default op"
-        " resolver, which applies the XNNPACK delegate; num_threads=2."
+        " resolver, which applies the XNNPACK delegate; num_threads=2. Rows whose impl ends"
+        " in '-builtin' run the same file on LiteRT's builtin kernels without XNNPACK"
+        " (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), which tells the graph's own"
+        " memory from the delegate's."
     ),
     "model_memory": (
         "Whole model: peak_bytes as above, with the other signature run first (it pages in"

@@ -90,6 +90,7 @@ def measure_case(
     path, conversion = convert.ensure_converted(case, cache)
     job = {"model_path": str(path), "signature": "serving_default", "repeats": repeats}
     job["save_output"] = saved[0] if saved else ""
+    job["xnnpack"] = case.xnnpack
     result = _run_twice("parity.bench._litert_child", [json.dumps(job)])
     if result["torch_loaded"]:
         raise CaseError(f"{case.case_id}: torch was loaded in the LiteRT child")

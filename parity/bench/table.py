@@ -88,6 +88,8 @@ def _ratio(frame: pd.DataFrame, line: pd.Series) -> float:
     baseline_impl = BASELINE_IMPL.get(line["runtime"], "standard")
     if line["target"] != "attention":
         baseline_impl = "standard"
+    if line["impl"].endswith("-builtin"):  # without XNNPACK: against the same runtime
+        baseline_impl += "-builtin"
     same = frame[
         (frame["runtime"] == line["runtime"])
         & (frame["target"] == line["target"])

@@ -78,6 +78,7 @@ def error_plots(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 def _bench_axes(axis_mem, axis_lat, group: pd.DataFrame, memory_column: str) -> None:
     shown = group[group["default_blocks"].astype(bool) | ~group["impl"].str.startswith("flash")]
+    shown = shown[~shown["impl"].str.endswith("-builtin")]  # one length only: in the table
     for impl, lines in shown.groupby("impl"):
         lines = lines.sort_values("seq_q").dropna(subset=[memory_column])
         color = _STANDARD_STYLE.get(impl, "C3" if impl == "standard" else None)
