@@ -77,3 +77,25 @@ def test_one_shot_flash_is_not_taken_for_the_chunked_case():
     rows = _model_rows("standard", 8192, 10800, 1200, 30000.0, 20.0)
     rows += _model_rows("flash", 8192, 1300, 1200, 1000.0, 10.0)
     assert {t.status for t in long_context_targets(rows)} == {claims.NOT_MEASURED}
+
+
+def _attention_rows(impl, blocks, peak_mb, xnnpack=True) -> list[dict]:
+    case = BenchCase("litert", "attention", impl, 2048, 2048, *blocks, xnnpack=xnnpack)
+    outcome = {"status": "measured", "peak_bytes": peak_mb * _MB, "median_ms": 100.0}
+    return [json.loads(row.to_json()) for row in runner.case_rows(case, outcome)]
+
+
+def test_the_copy_floor_target_is_judged_with_xnnpack_and_shows_the_builtin_run_beside_it():
+    """Flash at its default blocks 180 MB over copy 90 MB (2.0x) is not held, even though
+    a smaller block and the run without XNNPACK (70 / 65 MB) would be: both are shown."""
+    rows = _attention_rows("copy", (None, None), 90)
+    rows += _attention_rows("flash", (256, 128), 180) + _attention_rows("flash", (128, 128), 140)
+    rows += _attention_rows("copy", (None, None), 65, xnnpack=False)
+    rows += _attention_rows("flash", (256, 128), 70, xnnpack=False)
+    target = _targets(rows)["one attention call"]
+    assert target.status == claims.NOT_HELD
+    assert target.measured.startswith("180 MB = 2.00x of 90 MB")
+    assert "least over block sizes: flash-q128-kv128 140 MB" in target.measured
+    assert (
+        "without XNNPACK: flash-q256-kv128-builtin 70 MB = 1.08x of copy 65 MB" in target.measured
+    )
