@@ -59,7 +59,7 @@ def difference_rows(saved: list[tuple[BenchCase, Path]]) -> list[ResultRow]:
             )  # fmt: skip
             if not same or standard.impl not in STANDARD_IMPLS:
                 continue
-            legs = f"{flash.impl_label}-vs-{standard.impl}"
+            legs = f"{flash.impl_label}-vs-{standard.impl_label}"
             value = max_abs_difference(flash_path, standard_path)
             rows.append(
                 ResultRow(
