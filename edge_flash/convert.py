@@ -13,8 +13,11 @@ CLI (the seed's ``convert_to_tflite.py``)::
         --checkpoint_path PATH --use_flash_attention={true,false,auto} \\
         --prefill_seq_lens 256 --kv_cache_max_len 1024 \\
         --quantize {none,dynamic_int8,weight_only_int8,fp16,dynamic_int4_block32,...} \\
-        --output_path DIR
+        --output_path DIR [--causal_mask {computed,cache}]
 
+The causal mask is computed from the positions in the graph by default
+(``edge_flash.causal_mask``); ``--causal_mask cache`` keeps litert-torch's
+constant mask cache, kv_cache_max_len^2 floats stored in the file.
 With no checkpoint it converts the shipped SmolLM2-135M-Instruct. It prints
 progress for the long steps, then where it wrote the file, the conversion time,
 the file size and the op count per signature. Every multi-word flag also takes
@@ -246,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefill_seq_lens", type=int, nargs="+", default=[256],
                         help="one prefill signature per length (tokens)")  # fmt: skip
     parser.add_argument("--kv_cache_max_len", type=int, default=1024, help="KV cache slots")
+    parser.add_argument(
+        "--causal_mask", choices=("computed", "cache"), default="computed",
+        help="computed from the positions in the graph (default), or litert-torch's"
+        " constant kv_cache_max_len^2 mask cache stored in the file (edge_flash.causal_mask)",
+    )  # fmt: skip
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
                         help="litert-torch quantization recipe")  # fmt: skip
     parser.add_argument("--output_path", default="reports/tflite", help="output directory")
@@ -260,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_from_args(args) -> torch.nn.Module:
     """The model the CLI flags describe, attention routed as asked."""
     from edge_flash import builders, smollm, tiny_llama
+    from edge_flash.causal_mask import use_computed_causal_mask
 
     choice = {"true": True, "false": False, "auto": "auto"}[args.use_flash_attention]
     options = {
@@ -283,6 +292,8 @@ def build_from_args(args) -> torch.nn.Module:
 
             path = shipped_smollm2_checkpoint()
         model = builders.build_model(path, mask_cache_size=kv)
+    if args.causal_mask == "computed":
+        use_computed_causal_mask(model)
     return builders.apply_attention_choice(model, choice, **options)
 
 

@@ -2,7 +2,9 @@
 
 One conversion per session (through the CLI, so its success path is tested
 too): TinyLlama-1.1B's config.json fields with 2 layers and a 512-token vocab,
-flash attention, prefill signatures of 16 and 64 tokens, KV cache 128, fp32.
+flash attention, prefill signatures of 16 and 64 tokens, KV cache 128, fp32,
+the causal mask computed from the positions (the CLI's default,
+``edge_flash.causal_mask``; the zoo's conversions keep litert-torch's mask cache).
 The runner's cache readback is compared with the PyTorch flash model and its
 errors are tested by text, chunked prefill (``prefill_chunked``) included. The converted models' logits and greedy tokens are
 judged against the float64 oracle by the chain suites (``parity/test_chain_*.py``,
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +117,30 @@ def test_flash_tflite_has_no_sdpa_composite(tflite_path):
     assert set(PREFILL_LENS) <= {int(n.split("_")[1]) for n in counts if n.startswith("prefill_")}
     assert not any("scaled_dot_product_attention" in name for name in counts)
     assert counts["decode"]["BATCH_MATMUL"] > 0
+
+
+def _constant_shapes(path) -> list:
+    """Shapes of the tensors that hold data in the file (weights and other constants)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    shapes = []
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            data = model.Buffers(tensor.Buffer())
+            if data.DataLength() > 0 or data.Size() > 0:
+                shapes.append(tuple(tensor.ShapeAsNumpy().tolist()))
+    return shapes
+
+
+def test_computed_mask_stores_no_mask_cache(tflite_path):
+    """No constant of the cache's (KV_LEN, KV_LEN) rows: the file holds column indices only."""
+    shapes = _constant_shapes(tflite_path)
+    assert shapes, "the parser found no constants at all (weights are constants)"
+    assert not [s for s in shapes if s[-2:] == (KV_LEN, KV_LEN)]
+    assert (KV_LEN,) in shapes or (1, KV_LEN) in shapes  # the column index the rows compare
 
 
 def test_runner_errors_name_the_problem(tflite_path, tmp_path):

@@ -5,8 +5,11 @@ One converted file per (impl, length, chunk) holds both signatures:
 prefill has R = L (T = S = L, an empty cache filled by the prompt); chunked
 prefill (the long-context path, LiteRT-LM's way) has R = ``CHUNK_ROWS`` and
 fills the L slots in L / R calls, the cache carried from call to call, with
-the kernel blocking over KV only (``q_block_size`` = R). Its graph grows with
-S / kv_block per layer instead of (T / q_block)(S / kv_block).
+the kernel blocking over KV only (``q_block_size`` = R) and decode on the
+standard path (``_model_convert_child.flash_min_rows``). Its graph grows with
+S / kv_block per layer instead of (T / q_block)(S / kv_block). Every variant
+computes its causal mask from positions (``edge_flash.causal_mask``), so no file
+stores an S x S mask.
 Prefill activations = peak(prefill) - peak(decode): both children page in the
 same weights and pack them once, so what remains is what prefill needs beyond
 decode (see ``parity.bench.method``).
@@ -26,8 +29,10 @@ _VOCAB_SIZE = 512  # parity.bench._model_convert_child.VOCAB_SIZE (no torch impo
 # edge_flash sources that shape the converted model (others, e.g. the runtime, do not).
 _GRAPH_FILES = (
     "kernel.py", "validation.py", "integration.py", "builders.py", "hf_config.py", "loader.py",
-    "convert.py",
+    "convert.py", "causal_mask.py",
 )  # fmt: skip
+# parity sources that decide how the model is built and routed before conversion.
+_RECIPE_FILES = ("bench/_model_convert_child.py",)
 # parity sources that write the model's seeded checkpoint (its weights are in the file).
 _CHECKPOINT_FILES = ("random_checkpoints.py", "exact_random.py")
 # Chunked prefill: rows per call, as LiteRT-LM's prefill signatures (512 is
@@ -69,6 +74,7 @@ def _model_file(case: BenchCase, directory: Path) -> Path:
         "prefill_rows": case.prefill_rows,
         "edge_flash": convert.package_digest("edge_flash", _GRAPH_FILES),
         "checkpoint_writer": convert.package_digest("parity", _CHECKPOINT_FILES),
+        "recipe": convert.package_digest("parity", _RECIPE_FILES),
         "versions": convert.stack_versions(),
         "vocab": _VOCAB_SIZE,
     }
