@@ -5,7 +5,8 @@ Writes the seeded checkpoint first if it is missing (``parity.random_checkpoints
 builds the model with ``edge_flash.build_model`` (the causal mask computed from
 positions, ``edge_flash.causal_mask``, as the convert CLI does) and converts it with
 ``edge_flash.convert.convert_to_tflite``: signatures ``prefill_<R>`` (R = the
-case's ``prefill_rows``) and ``decode`` over a KV cache of S slots. Prints one JSON line: seconds and bytes.
+case's ``prefill_rows``) and ``decode`` over a KV cache of S slots. Prints one JSON
+line: seconds and bytes.
 """
 
 from __future__ import annotations
