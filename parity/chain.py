@@ -78,16 +78,25 @@ class TFLiteStore:
             raise ValueError(f"variant ({variant!r}) must be 'std' or 'flash'")
         if quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"quantize ({quantize!r}) must be one of {QUANTIZE_CHOICES}")
-        stem = f"{prepared.zoo.name}-{variant}" + ("" if quantize == "none" else f"-{quantize}")
-        target = self.directory / f"{stem}-{self._key(prepared, variant, quantize)}.tflite"
+        target = self.target(prepared, variant, quantize)
         # Other processes (pytest-xdist workers) may share the directory: the first
         # to need this file converts it, the others wait here and then reuse it.
-        lock = target.with_name(target.name + ".lock")
+        lock = self.lock_path(target)
         with exclusive_lock(
             lock, f"parity.chain: waiting for another process to convert {target.name}"
         ):
             self._check_or_convert(prepared, variant, quantize, target)
         return target
+
+    def target(self, prepared: PreparedModel, variant: str, quantize: str = "none") -> Path:
+        """Where ``path`` keeps that file (nothing is converted or checked)."""
+        stem = f"{prepared.zoo.name}-{variant}" + ("" if quantize == "none" else f"-{quantize}")
+        return self.directory / f"{stem}-{self._key(prepared, variant, quantize)}.tflite"
+
+    @staticmethod
+    def lock_path(target: Path) -> Path:
+        """The lock file that serialises checking and converting ``target``."""
+        return target.with_name(target.name + ".lock")
 
     def _check_or_convert(self, prepared, variant: str, quantize: str, target: Path) -> None:
         """Moves an unusable cached ``target`` aside, then converts it if it is not there."""

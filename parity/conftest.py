@@ -123,19 +123,71 @@ def tflite_store(
 ):
     """Converts each (model, variant) at most once per session, across xdist workers too."""
     from parity.chain import TFLiteStore
+
+    directory = _store_directory(pytestconfig, tmp_path_factory)
+    return TFLiteStore(directory, attention_impl, attention_impl_spec_str, model_builder)
+
+
+_STORE_DIRECTORY = pytest.StashKey[Path]()
+
+
+def _store_directory(config, tmp_path_factory) -> Path:
+    """The session's conversion cache directory (made once; the prefetcher's too)."""
     from parity.results_plugin import is_xdist_worker
 
-    cache = os.environ.get(TFLITE_CACHE_ENV)
-    if cache:
-        directory = Path(cache).expanduser()
-    elif is_xdist_worker(pytestconfig):
-        # A worker's basetemp is <session tmp>/popen-gwN: the parent is the session's,
-        # shared by its workers, and the store's lock files make one of them convert.
-        directory = tmp_path_factory.getbasetemp().parent / "tflite"
-    else:
-        directory = tmp_path_factory.mktemp("tflite")
-    directory.mkdir(parents=True, exist_ok=True)
-    return TFLiteStore(directory, attention_impl, attention_impl_spec_str, model_builder)
+    if _STORE_DIRECTORY not in config.stash:
+        cache = os.environ.get(TFLITE_CACHE_ENV)
+        if cache:
+            directory = Path(cache).expanduser()
+        elif is_xdist_worker(config):
+            # A worker's basetemp is <session tmp>/popen-gwN: the parent is the session's,
+            # shared by its workers, and the store's lock files make one of them convert.
+            directory = tmp_path_factory.getbasetemp().parent / "tflite"
+        else:
+            directory = tmp_path_factory.mktemp("tflite")
+        directory.mkdir(parents=True, exist_ok=True)
+        config.stash[_STORE_DIRECTORY] = directory
+    return config.stash[_STORE_DIRECTORY]
+
+
+_PREFETCHER = pytest.StashKey[object]()
+
+
+def pytest_collection_finish(session):
+    """Starts the conversion prefetcher (``parity.prefetch``) for a serial session's TFLite legs."""
+    from parity import prefetch
+    from parity.results_plugin import is_xdist_worker
+    from parity.zoo import USER_CHECKPOINT, user_checkpoint_path
+
+    config = session.config
+    under_xdist = is_xdist_worker(config) or getattr(config.option, "numprocesses", None)
+    if under_xdist or config.option.collectonly or not prefetch.enabled():
+        return
+    checkpoint = user_checkpoint_path(config.getoption("--checkpoint-path"))
+    skip = [] if config.user_tflite is None else [(config.user_tflite[1], "flash", "none")]
+    wanted = [c for c in prefetch.wanted_conversions(session.items, skip)
+              if checkpoint is not None or c[0] != USER_CHECKPOINT.name]  # fmt: skip
+    if not wanted:
+        return
+    directory = _store_directory(config, config._tmp_path_factory)
+    builder = config.model_builder.spec if config.model_builder is not None else None
+    process = prefetch.start(directory, wanted, config.attention_impl_spec, builder, checkpoint)
+    config.stash[_PREFETCHER] = process
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"prefetching {len(wanted)} TFLite conversions in process {process.pid}"
+            f" (log: {directory / prefetch.LOG_NAME}; {prefetch.PREFETCH_ENV}=0 turns it off)"
+        )
+
+
+def pytest_sessionfinish(session):
+    """Stops the prefetcher if it is still converting (nothing the tests need is left)."""
+    from parity import prefetch
+
+    process = session.config.stash.get(_PREFETCHER, None)
+    if process is not None:
+        prefetch.stop(process)
 
 
 class ChainStore:

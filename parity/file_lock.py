@@ -42,3 +42,17 @@ def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def is_held(path: Path) -> bool:
+    """Whether another process holds the lock on ``path`` now (a snapshot, not a claim)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
