@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -163,8 +165,20 @@ def _raise_exit(signum, frame):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (module docstring); returns the exit status."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_exit)
+    # Its own checkpoints (the random ones are rewritten from their seeds, the same
+    # bytes as the tests'), never a directory another process may be writing.
+    args.work_dir = Path(tempfile.mkdtemp(prefix="parity-prefetch-"))
+    try:
+        return _prefetch(args)
+    finally:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+
+
+def _prefetch(args) -> int:
+    """Converts ``args.conversions`` in order, deferring each busy one once; 1 if one failed."""
     store = _store(args)
     queue = list(args.conversions)
     deferred: set[Conversion] = set()
@@ -198,8 +212,8 @@ def _prepared(args, name: str):
     from parity import zoo
 
     if name not in _PREPARED:
-        work_dir = args.cache / "prefetch-checkpoints"
-        _PREPARED[name] = zoo.prepare(zoo.zoo_model(name), work_dir, args.checkpoint_path)
+        model = zoo.zoo_model(name)
+        _PREPARED[name] = zoo.prepare(model, args.work_dir, args.checkpoint_path)
     return _PREPARED[name]
 
 

@@ -25,6 +25,7 @@ PARSERS = {
     "parity.report": "parity.report.__main__",
     "parity.false_alarms": "parity.false_alarms",
     "parity.detection_limits": "parity.detection_limits",
+    "parity.prefetch": "parity.prefetch",
 }
 ROOT = Path(__file__).resolve().parents[1]
 
