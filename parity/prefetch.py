@@ -96,10 +96,13 @@ def start(
         command += ["--model-builder", model_builder_spec]
     if checkpoint is not None:
         command += ["--checkpoint_path", str(checkpoint)]
+    # The session's import path (pytest puts rootdirs and conftest folders on it), so
+    # a plug-in kernel or builder the session imports, the prefetcher imports too.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     log = (Path(directory) / LOG_NAME).open("a", encoding="utf-8")
     with log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)  # fmt: skip
+                                stdin=subprocess.DEVNULL, env=env)  # fmt: skip
 
 
 def stop(process: subprocess.Popen) -> None:
