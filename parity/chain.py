@@ -31,11 +31,14 @@ from edge_flash.cli import ArgumentParser
 from parity import legs as L
 from parity.file_lock import exclusive_lock
 from parity.model_builder import ModelBuilder
+from parity.tflite_cache import explicit_directory, mark_used
 from parity.zoo import PreparedModel
 
 LegFactory = Callable[[], L.Leg]
 # One line per conversion a TFLiteStore made, in the store's directory.
 CONVERSION_LOG = "conversions.jsonl"
+# What a converted file also depends on: the exporter, the converter, their runtime.
+CONVERTER_PACKAGES = ("torch", "litert-torch", "ai-edge-litert", "tensorflow-cpu")
 
 
 class TFLiteStore:
@@ -109,6 +112,8 @@ class TFLiteStore:
                       f" {aside.name}, converting again", file=sys.stderr, flush=True)  # fmt: skip
         if not target.is_file():
             self._convert(prepared, variant, quantize, target)
+        else:
+            mark_used(target)  # the recency the default cache is pruned by
         self._checked.add(target)
 
     def _key(self, prepared: PreparedModel, variant: str, quantize: str) -> str:
@@ -120,6 +125,7 @@ class TFLiteStore:
             sizes += f" chunks={sorted(zoo.chunk_seq_lens)}"
         text = f"{prepared.model_hash} {variant} {kernel} {sorted(options.items())} {sizes}"
         text += f" {_sources_hash()} {_kernel_source_hash(self.attention_impl)}"
+        text += f" {_converter_versions()} {_conversion_inputs_hash()}"
         if self.model_builder is not None:
             text += f" builder={self.model_builder.spec} {self.model_builder.source_hash()}"
         if quantize != "none":  # the fp32 files keep the keys they had before recipes
@@ -195,6 +201,30 @@ def _kernel_source_hash(fn: Callable) -> str:
         return hashlib.sha256(Path(inspect.getsourcefile(fn)).read_bytes()).hexdigest()[:12]
     except (TypeError, OSError):
         return "no-source"
+
+
+@functools.cache
+def _converter_versions() -> str:
+    """The versions of the packages that make a file: a kept file goes stale with them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in CONVERTER_PACKAGES:
+        try:
+            found.append(f"{package}={version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package}=absent")
+    return " ".join(found)
+
+
+@functools.cache
+def _conversion_inputs_hash() -> str:
+    """Hash of the parity modules that build and route the models converted (this one,
+    ``parity.legs``, ``parity.model_builder``): a kept file goes stale with them too."""
+    digest = hashlib.sha256()
+    for name in ("chain.py", "legs.py", "model_builder.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _sources_hash() -> str:
@@ -423,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tflite", action="store_true", help="include the TFLite legs")
     parser.add_argument(
         "--tflite-cache",
-        default=os.environ.get("PARITY_TFLITE_CACHE"),
+        default=explicit_directory(),
         help="keep converted models here (env PARITY_TFLITE_CACHE; default: a temp dir)",
     )
     return parser

@@ -6,11 +6,13 @@
 - ``chains``: one ``parity.chain.Chain`` per zoo model, built on first use and
   kept for the session, so every leg runs once per prompt however many checks
   read it. The flash legs use the ``--attention-impl`` function.
-- ``tflite_store``: converted models, each converted once per session under a
-  session tmp dir, or under ``PARITY_TFLITE_CACHE`` to keep them across sessions
-  (keyed by model hash, variant, kernel, builder, sizes and edge_flash's
-  sources). pytest-xdist workers share the directory; a lock per file makes one
-  of them convert it and the others wait and reuse it.
+- ``tflite_store``: converted models, kept across sessions in the checkout's
+  ``.cache/tflite`` (``parity.tflite_cache``: ``PARITY_TFLITE_CACHE=DIR`` names
+  another directory, ``=session`` asks for a fresh one per session), each file
+  keyed by what makes it (model hash, variant, kernel, builder, sizes, the
+  sources that build it, the converting packages' versions), so it is converted
+  once until one of those changes. pytest-xdist workers share the directory; a
+  lock per file makes one of them convert it and the others wait and reuse it.
 - ``--model-builder module:function`` (env ``PARITY_MODEL_BUILDER``): the builder
   of the re-authored legs and of the models converted for the TFLite legs
   (``parity.model_builder``); the oracle stays the zoo's.
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-TFLITE_CACHE_ENV = "PARITY_TFLITE_CACHE"
+from parity import tflite_cache
+
 
 
 def pytest_addoption(parser):
@@ -136,9 +139,10 @@ def _store_directory(config, tmp_path_factory) -> Path:
     from parity.results_plugin import is_xdist_worker
 
     if _STORE_DIRECTORY not in config.stash:
-        cache = os.environ.get(TFLITE_CACHE_ENV)
-        if cache:
-            directory = Path(cache).expanduser()
+        directory = tflite_cache.configured_directory()
+        if directory is not None:
+            if tflite_cache.is_default(directory) and not is_xdist_worker(config):
+                _prune_default_cache(config, directory)  # once per session: by the controller
         elif is_xdist_worker(config):
             # A worker's basetemp is <session tmp>/popen-gwN: the parent is the session's,
             # shared by its workers, and the store's lock files make one of them convert.
@@ -148,6 +152,21 @@ def _store_directory(config, tmp_path_factory) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         config.stash[_STORE_DIRECTORY] = directory
     return config.stash[_STORE_DIRECTORY]
+
+
+def _prune_default_cache(config, directory: Path) -> None:
+    """Shrinks the checkout's conversion cache to its cap, saying what went (``parity.tflite_cache``)."""
+    try:
+        limit = tflite_cache.max_bytes()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    removed = tflite_cache.prune(directory, limit) if directory.is_dir() else []
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if removed and reporter is not None:
+        reporter.write_line(
+            f"conversion cache {directory}: removed {len(removed)} least recently used files"
+            f" to stay under {limit / 1e9:g} GB ({tflite_cache.MAX_GB_ENV})"
+        )
 
 
 _PREFETCHER = pytest.StashKey[object]()

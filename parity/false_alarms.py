@@ -31,6 +31,7 @@ from pathlib import Path
 
 from edge_flash.cli import ArgumentParser
 from parity.cpu_capabilities import cpu_capabilities
+from parity.tflite_cache import explicit_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_SUITES = (
@@ -96,8 +97,10 @@ def run_setting(setting: Setting, models, results: Path, tflite_cache: Path) -> 
         sys.executable, "-m", "pytest", *CHAIN_SUITES, "-q", "-p", "no:cacheprovider",
         "-k", selection, "-m", setting.legs,
     ]  # fmt: skip
+    # The parent converted (or is converting) the shared files, so a child's own
+    # prefetcher would only cost a process: PARITY_PREFETCH=0.
     env = {**os.environ, **setting.environment(), "PARITY_RESULTS": str(results),
-           "PARITY_TFLITE_CACHE": str(tflite_cache)}  # fmt: skip
+           "PARITY_TFLITE_CACHE": str(tflite_cache), "PARITY_PREFETCH": "0"}  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=3600, check=False)  # fmt: skip
     if done.returncode not in (0, 1):
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     writer.write_header(suite="false_alarm", settings=[s.name for s in settings])
     alarms = 0
     with tempfile.TemporaryDirectory(prefix="parity-false-alarms-") as work:
-        cache = Path(os.environ.get("PARITY_TFLITE_CACHE") or Path(work) / "tflite")
+        cache = explicit_directory() or Path(work) / "tflite"
         for setting in settings:
             results = Path(work) / f"{setting.name}.jsonl"
             print(f"parity.false_alarms: {setting.name} ...", file=sys.stderr, flush=True)

@@ -44,6 +44,27 @@ def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def lock_if_free(path: Path) -> Iterator[bool]:
+    """Takes the lock on ``path`` only if no process holds it; yields whether it did.
+
+    For work that must not wait and must not run beside the holder (pruning a
+    cached file another process may be converting or reading).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def is_held(path: Path) -> bool:
     """Whether another process holds the lock on ``path`` now (a snapshot, not a claim)."""
     path = Path(path)
