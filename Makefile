@@ -61,4 +61,4 @@ quick: $(STAMP)
 	$(PY) -m pytest parity -m quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis reports/*.html reports/*.jsonl reports/*.xml reports/sessions
+	rm -rf $(VENV) .pytest_cache .hypothesis .cache/tflite reports/*.html reports/*.jsonl reports/*.xml reports/sessions

@@ -140,22 +140,26 @@ def _store_directory(config, tmp_path_factory) -> Path:
 
     if _STORE_DIRECTORY not in config.stash:
         directory = tflite_cache.configured_directory()
-        if directory is not None:
-            if tflite_cache.is_default(directory) and not is_xdist_worker(config):
-                _prune_default_cache(config, directory)  # once per session: by the controller
-        elif is_xdist_worker(config):
+        if directory is None and is_xdist_worker(config):
             # A worker's basetemp is <session tmp>/popen-gwN: the parent is the session's,
             # shared by its workers, and the store's lock files make one of them convert.
             directory = tmp_path_factory.getbasetemp().parent / "tflite"
-        else:
+        elif directory is None:
             directory = tmp_path_factory.mktemp("tflite")
         directory.mkdir(parents=True, exist_ok=True)
         config.stash[_STORE_DIRECTORY] = directory
     return config.stash[_STORE_DIRECTORY]
 
 
-def _prune_default_cache(config, directory: Path) -> None:
-    """Shrinks the checkout's conversion cache to its cap, saying what went (``parity.tflite_cache``)."""
+def pytest_sessionstart(session):
+    """Shrinks the checkout's conversion cache to its cap, once per session (by the
+    controller, not each xdist worker), saying what went (``parity.tflite_cache``)."""
+    from parity.results_plugin import is_xdist_worker
+
+    config = session.config
+    directory = tflite_cache.configured_directory()
+    if is_xdist_worker(config) or directory is None or not tflite_cache.is_default(directory):
+        return
     try:
         limit = tflite_cache.max_bytes()
     except ValueError as error:

@@ -66,9 +66,9 @@ def test_a_cap_that_is_not_a_positive_number_is_refused_by_name(monkeypatch, val
         tflite_cache.max_bytes()
 
 
-def test_the_cap_defaults_to_3_gb_and_reads_fractions(monkeypatch):
+def test_the_cap_defaults_to_6_gb_and_reads_fractions(monkeypatch):
     monkeypatch.delenv(tflite_cache.MAX_GB_ENV, raising=False)
-    assert tflite_cache.max_bytes() == 3_000_000_000
+    assert tflite_cache.max_bytes() == 6_000_000_000
     monkeypatch.setenv(tflite_cache.MAX_GB_ENV, "0.5")
     assert tflite_cache.max_bytes() == 500_000_000
 
@@ -101,3 +101,50 @@ def test_a_reused_file_is_marked_used_so_pruning_keeps_it(monkeypatch, tmp_path)
     stale = target.stat().st_mtime
     assert store.path(_prepared(), "std") == target
     assert target.stat().st_mtime > stale + 3000
+
+
+class _Reporter:
+    def __init__(self):
+        self.lines = []
+
+    def write_line(self, line):
+        self.lines.append(line)
+
+
+def _session(worker: bool):
+    """What ``pytest_sessionstart`` reads of a session: its config, a controller's or a worker's."""
+    reporter = _Reporter()
+    config = types.SimpleNamespace(
+        pluginmanager=types.SimpleNamespace(get_plugin=lambda name: reporter)
+    )
+    if worker:
+        config.workerinput = {}
+    return types.SimpleNamespace(config=config), reporter
+
+
+def test_a_session_prunes_the_default_cache_once_by_its_controller(monkeypatch, tmp_path):
+    """The controller prunes to PARITY_TFLITE_CACHE_MAX_GB and says so; a worker prunes nothing."""
+    from parity.conftest import pytest_sessionstart
+
+    monkeypatch.setattr(tflite_cache, "DEFAULT_DIRECTORY", tmp_path)
+    monkeypatch.delenv(tflite_cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv(tflite_cache.MAX_GB_ENV, "1e-7")  # 100 bytes
+    paths = _files(tmp_path, {"old": (100, 60), "new": (100, 0)})
+    session, reporter = _session(worker=True)
+    pytest_sessionstart(session)
+    assert paths["old"].is_file() and reporter.lines == []
+    session, reporter = _session(worker=False)
+    pytest_sessionstart(session)
+    assert not paths["old"].is_file() and paths["new"].is_file()
+    assert reporter.lines == [f"conversion cache {tmp_path}: removed 1 least recently used"
+                              " files to stay under 1e-07 GB (PARITY_TFLITE_CACHE_MAX_GB)"]  # fmt: skip
+
+
+def test_a_directory_the_user_names_is_never_pruned(monkeypatch, tmp_path):
+    from parity.conftest import pytest_sessionstart
+
+    monkeypatch.setenv(tflite_cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(tflite_cache.MAX_GB_ENV, "1e-9")
+    paths = _files(tmp_path, {"old": (100, 60), "new": (100, 0)})
+    pytest_sessionstart(_session(worker=False)[0])
+    assert all(path.is_file() for path in paths.values())

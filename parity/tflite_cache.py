@@ -15,10 +15,11 @@ changes its name instead.
 
 The default directory is pruned when a session starts (``prune``): the least
 recently used files (reuse refreshes a file's mtime) go first, until the
-directory holds at most ``PARITY_TFLITE_CACHE_MAX_GB`` (default 3: one gate's
-files are about 1.2 GB, mostly SmolLM2's two fp32 files, so the previous
-generation of the code survives beside the current one). A file whose lock is
-held (another session converting or checking it) is never removed.
+directory holds at most ``PARITY_TFLITE_CACHE_MAX_GB`` (default 6: one gate's
+files take a little over 2 GB, mostly the fp32 files of SmolLM2 and of the
+TinyLlama-shaped model, so the previous generation of the code survives beside
+the current one). A file whose lock is held (another session converting or
+checking it) is never removed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from parity.file_lock import lock_if_free
 CACHE_ENV = "PARITY_TFLITE_CACHE"
 MAX_GB_ENV = "PARITY_TFLITE_CACHE_MAX_GB"
 SESSION = "session"  # the value of CACHE_ENV that asks for a per-session directory
-DEFAULT_MAX_GB = 3.0
+DEFAULT_MAX_GB = 6.0
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIRECTORY = ROOT / ".cache" / "tflite"
 
@@ -69,7 +70,7 @@ def max_bytes() -> int:
     except ValueError:
         gigabytes = -1.0
     if not gigabytes > 0:
-        raise ValueError(f"{MAX_GB_ENV}={text!r}: give a positive number of GB, e.g. 3")
+        raise ValueError(f"{MAX_GB_ENV}={text!r}: give a positive number of GB, e.g. 6")
     return int(gigabytes * 1e9)
 
 
