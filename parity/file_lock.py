@@ -15,6 +15,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _opened(path: Path):
+    """The lock file ``path`` (created, with its directory, if missing), open for ``flock``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a")
+
+
+def _took(handle) -> bool:
+    """Takes the exclusive ``flock`` on ``handle`` if no other holder has it; whether it did."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
@@ -24,20 +40,16 @@ def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
     wait behind another worker's conversion is not silence. The lock is released
     when the block ends or the process dies; the file itself stays (it is empty).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _opened(path) as handle:
+        if not _took(handle):
             if waiting_message:
                 print(waiting_message, file=sys.stderr, flush=True)
             started = time.perf_counter()
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             if waiting_message:
                 waited = time.perf_counter() - started
-                print(f"  ... lock {path.name} acquired after {waited:.0f} s", file=sys.stderr,
-                      flush=True)  # fmt: skip
+                print(f"  ... lock {Path(path).name} acquired after {waited:.0f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
         try:
             yield
         finally:
@@ -51,12 +63,8 @@ def lock_if_free(path: Path) -> Iterator[bool]:
     For work that must not wait and must not run beside the holder (pruning a
     cached file another process may be converting or reading).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _opened(path) as handle:
+        if not _took(handle):
             yield False
             return
         try:
@@ -67,13 +75,7 @@ def lock_if_free(path: Path) -> Iterator[bool]:
 
 def is_held(path: Path) -> bool:
     """Whether another process holds the lock on ``path`` now (a snapshot, not a claim)."""
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         return False
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return False
+    with lock_if_free(path) as locked:
+        return not locked

@@ -163,17 +163,31 @@ def _store(args):
     return TFLiteStore(args.cache, impl, args.attention_impl, builder)
 
 
-def _raise_exit(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds: convert_to_tflite removes its scratch dir
+_NOW: dict = {}  # "target": the file being converted, "work_dir": the checkpoints
+
+
+def _exit_now(signum, frame):
+    """SIGTERM: removes the scratch directory of the file being converted and the
+    checkpoints, then exits 128 + signum at once. Not by raising SystemExit for
+    ``convert_to_tflite``'s cleanup to catch: raised inside a ``__del__`` or a
+    callback that ignores exceptions it is lost and the conversion runs on
+    (seen once: the conversion ran to its end after SIGTERM)."""
+    target = _NOW.get("target")
+    if target is not None:
+        for scratch in target.parent.glob(f".{target.stem}-*"):
+            shutil.rmtree(scratch, ignore_errors=True)
+    if _NOW.get("work_dir") is not None:
+        shutil.rmtree(_NOW["work_dir"], ignore_errors=True)
+    os._exit(128 + signum)  # the lock on the target goes with the process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (module docstring); returns the exit status."""
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
     # Its own checkpoints (the random ones are rewritten from their seeds, the same
     # bytes as the tests'), never a directory another process may be writing.
-    args.work_dir = Path(tempfile.mkdtemp(prefix="parity-prefetch-"))
+    args.work_dir = _NOW["work_dir"] = Path(tempfile.mkdtemp(prefix="parity-prefetch-"))
+    signal.signal(signal.SIGTERM, _exit_now)
     try:
         return _prefetch(args)
     finally:
@@ -229,7 +243,9 @@ def _being_converted(store, args, conversion: Conversion) -> bool:
 
 def _convert(store, args, conversion: Conversion) -> str:
     name, variant, recipe = conversion
-    path = store.path(_prepared(args, name), variant, recipe)
+    prepared = _prepared(args, name)
+    _NOW["target"] = store.target(prepared, variant, recipe)
+    path = store.path(prepared, variant, recipe)
     return f"{path.name} converted" if path.name in store.conversions else f"{path.name} there"
 
 
