@@ -31,7 +31,6 @@ import pytest
 from parity import tflite_cache
 
 
-
 def pytest_addoption(parser):
     parser.addoption(
         "--checkpoint-path",

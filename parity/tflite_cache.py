@@ -40,10 +40,9 @@ DEFAULT_DIRECTORY = ROOT / ".cache" / "tflite"
 def configured_directory() -> Path | None:
     """The directory the environment asks for: the default, the user's, or None for
     ``session`` (the caller makes a per-session one)."""
-    value = os.environ.get(CACHE_ENV, "").strip()
-    if value == SESSION:
+    if os.environ.get(CACHE_ENV, "").strip() == SESSION:
         return None
-    return Path(value).expanduser() if value else DEFAULT_DIRECTORY
+    return explicit_directory() or DEFAULT_DIRECTORY
 
 
 def explicit_directory() -> Path | None:
