@@ -100,6 +100,26 @@ def pytest_cmdline_main(config):
         config.option.dist = "loadgroup"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``, a module's tests that share a module- or class-scoped
+    fixture become one group (``parity.xdist_groups``)."""
+    if getattr(config.option, "loadgroup", False):  # set in each worker by pytest-xdist
+        from parity.xdist_groups import group_tests_sharing_module_fixtures
+
+        group_tests_sharing_module_fixtures(items)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker sends the ids it collected
+def pytest_collection_finish(session):
+    """Under ``--dist loadgroup``, gives each grouped test the ``@group`` id suffix the
+    controller schedules by, where pytest-xdist could not (``parity.xdist_groups``)."""
+    if getattr(session.config.option, "loadgroup", False):
+        from parity.xdist_groups import name_groups_in_node_ids
+
+        name_groups_in_node_ids(session.items)
+
+
 def _share_cores_between_workers(threads_env: str) -> None:
     """In a pytest-xdist worker with no thread count given, torch gets its share of the
     cores (cores // workers, at least 1): N workers of 2 threads each on 2 cores spend

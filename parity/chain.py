@@ -286,17 +286,39 @@ class Chain:
         key = (prompt, quantize)
         if key not in self._spreads:
             from parity.error_spread import measure_spread
+            from parity.spread_cache import load_spread, save_spread
             from parity.tolerances import MODEL_FP32
 
-            if quantize == "none":
-                model, leg = self._oracle_model(), L.ORACLE
-            else:
-                model, leg = self.quantized_oracle_model(quantize), L.QUANTIZED_ORACLE_OF[quantize]
-            self._spreads[key] = measure_spread(
-                model, self._leg_runs(leg)[prompt], self.prepared.zoo.kv_cache_max_len,
-                MODEL_FP32.z, prefill_chunk=self.prepared.zoo.spread_prefill_chunk,
-            )  # fmt: skip
+            leg = L.ORACLE if quantize == "none" else L.QUANTIZED_ORACLE_OF[quantize]
+            run, zoo = self._leg_runs(leg)[prompt], self.prepared.zoo
+            arguments = {"kv_cache_max_len": zoo.kv_cache_max_len, "z": MODEL_FP32.z,
+                         "prefill_chunk": zoo.spread_prefill_chunk}  # fmt: skip
+            kept = self._kept_spread_path(run, quantize, arguments)
+            spread = None if kept is None else load_spread(kept)
+            if spread is None:
+                model = (self._oracle_model() if quantize == "none"
+                         else self.quantized_oracle_model(quantize))  # fmt: skip
+                spread = measure_spread(model, run, **arguments)
+                if kept is not None:
+                    save_spread(kept, spread)
+            self._spreads[key] = spread
         return self._spreads[key]
+
+    def _kept_spread_path(self, run, quantize: str, arguments: dict) -> Path | None:
+        """Where the store's directory keeps this spread (``parity.spread_cache``); None
+        without a store (nothing is kept)."""
+        from parity import run_settings
+        from parity.error_spread import SAMPLES
+        from parity.spread_cache import spread_key
+
+        if self.tflite_store is None:
+            return None
+        zoo = self.prepared.zoo
+        identity = f"{self.prepared.model_hash} {zoo.builder} {zoo.family} quantize={quantize}"
+        if quantize != "none":  # the quantized oracle's rows follow LiteRT's kernel
+            identity += f" xnnpack={run_settings.current().litert_xnnpack}"
+        key = spread_key(run, identity, samples=SAMPLES, seed=0, **arguments)
+        return self.tflite_store.directory / "spreads" / f"{zoo.name}-{key}.pt"
 
     def _oracle_model(self):
         from parity.fp64_model import to_float64

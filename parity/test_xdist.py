@@ -1,8 +1,9 @@
 """The gate under pytest-xdist: one results file per session, one conversion per model.
 
-Runs a real session, ``pytest -n 2 --dist each`` on tiny-model TFLite checks, in
+Runs a real session, ``pytest -n 2 --dist each`` on a tiny-model TFLite check, in
 a subprocess: with ``--dist each`` both workers run every test, so both need
-the same conversion at the same time.
+the same conversion at the same time. (One check, of the standard file: a second
+variant would only add a conversion of the same kind.)
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ from parity.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = "parity/test_chain_logits.py::test_prefill_logits_match_oracle_at_every_position"
-TESTS = [
-    f"{CASE}[tiny-random-llama-tflite_std-ids-1]",
-    f"{CASE}[tiny-random-llama-tflite_flash-ids-1]",
-]
+TESTS = [f"{CASE}[tiny-random-llama-tflite_std-ids-1]"]
 WORKERS = 2
 
 
@@ -65,8 +63,60 @@ def test_every_worker_streams_its_rows_into_the_one_file(session):
 
 @pytest.mark.tflite
 def test_workers_needing_the_same_model_convert_it_once(session):
-    """Both workers need each variant at once: each file appears once in the conversion log."""
+    """Both workers need the file at once: it appears once in the conversion log."""
     _, log = session
     files = [entry["file"] for entry in log]
-    assert len(files) == len(set(files)) == len(TESTS), log
-    assert {name.split("-")[-2] for name in files} == {"std", "flash"}
+    assert len(files) == 1 and files[0].startswith("tiny-random-llama-std-"), log
+
+
+SHARING = """
+import json, pathlib, pytest
+
+def _log(request, kind, value):
+    worker = request.config.workerinput["workerid"]
+    with open(pathlib.Path(__file__).with_name("schedule.jsonl"), "a") as log:
+        log.write(json.dumps([kind, value, worker]) + "\\n")
+
+@pytest.fixture(scope="module")
+def shared(request):
+    _log(request, "setup", "")
+
+@pytest.mark.parametrize("i", range(6))
+def test_sharing(shared, i, request):
+    _log(request, "test", request.node.nodeid)
+"""
+ALONE = """
+import json, pathlib, pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_alone(i, request):
+    worker = request.config.workerinput["workerid"]
+    with open(pathlib.Path(__file__).with_name("schedule.jsonl"), "a") as log:
+        log.write(json.dumps(["test", request.node.nodeid, worker]) + "\\n")
+"""
+
+
+def test_tests_sharing_a_module_fixture_run_on_one_worker(tmp_path):
+    """Under ``--dist loadgroup`` (the gate's with ``-n``), a module's tests that share a
+    module-scoped fixture are one group (one set-up, one worker, the group in the node id
+    the controller schedules by: pytest-xdist alone loses it under pytest 9.2,
+    parity.xdist_groups); tests without one stay ungrouped.
+    (``--dist`` is given: loaded with ``-p``, the root conftest's default for ``-n``
+    would run after pytest-xdist's own.)"""
+    (tmp_path / "test_sharing.py").write_text(SHARING, encoding="utf-8")
+    (tmp_path / "test_alone.py").write_text(ALONE, encoding="utf-8")
+    log = tmp_path / "schedule.jsonl"
+    env = {**os.environ, "PARITY_RESULTS": str(tmp_path / "r.jsonl")}
+    command = [sys.executable, "-m", "pytest", "-c", "tox.ini", "--rootdir", ".", "-p", "conftest",
+               str(tmp_path), "-n", str(WORKERS), "--dist", "loadgroup", "-q",
+               "-p", "no:cacheprovider"]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    sharing = [e for e in entries if e[0] == "test" and "test_sharing" in e[1]]
+    alone = [e for e in entries if e[0] == "test" and "test_alone" in e[1]]
+    assert len(sharing) == len(alone) == 6, entries
+    assert [e[0] for e in entries].count("setup") == 1, entries
+    assert len({worker for _, _, worker in sharing}) == 1, sharing
+    assert all(nodeid.endswith("@" + nodeid.split("::")[0]) for _, nodeid, _ in sharing)
+    assert not any("@" in nodeid for _, nodeid, _ in alone), alone
