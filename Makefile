@@ -29,11 +29,13 @@ $(STAMP): requirements.txt pyproject.toml
 	  { echo "setup: apt-get failed; last lines of $(APT_LOG):"; tail -n 20 $(APT_LOG); exit 1; }; }
 	touch $(STAMP)
 
-# The pre-merge gate: property suite (ci profile) and the parity suites.
-# PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="-n 2" (pytest-xdist workers).
+# The pre-merge gate: property suite (ci profile) and the parity suites, on
+# WORKERS pytest-xdist workers (WORKERS=0: one process, with the conversion
+# prefetcher beside it). PYTEST_ARGS adds pytest options.
+WORKERS ?= 2
 PYTEST_ARGS ?=
 test: $(STAMP)
-	$(PY) -m pytest property_tests parity --hypothesis-profile=ci $(PYTEST_ARGS)
+	$(PY) -m pytest property_tests parity --hypothesis-profile=ci -n $(WORKERS) $(PYTEST_ARGS)
 
 # The gate, the quick benchmarks and reports/index.html; exits non-zero when the
 # gate fails. `make report REPORT_ARGS=--full-bench` measures every length.

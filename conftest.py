@@ -100,23 +100,31 @@ def pytest_cmdline_main(config):
         config.option.dist = "loadgroup"
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, on the controller
+def pytest_configure_node(node):
+    """Tells each worker whether the controller schedules by group (``parity.xdist_groups``)."""
+    from parity.xdist_groups import tell_worker_the_schedule
+
+    tell_worker_the_schedule(node)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup``, a module's tests that share a module- or class-scoped
     fixture become one group (``parity.xdist_groups``)."""
-    if getattr(config.option, "loadgroup", False):  # set in each worker by pytest-xdist
-        from parity.xdist_groups import group_tests_sharing_module_fixtures
+    from parity.xdist_groups import group_tests_sharing_module_fixtures, scheduled_by_group
 
+    if scheduled_by_group(config):
         group_tests_sharing_module_fixtures(items)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker sends the ids it collected
 def pytest_collection_finish(session):
     """Under ``--dist loadgroup``, gives each grouped test the ``@group`` id suffix the
-    controller schedules by, where pytest-xdist could not (``parity.xdist_groups``)."""
-    if getattr(session.config.option, "loadgroup", False):
-        from parity.xdist_groups import name_groups_in_node_ids
+    controller schedules by, where pytest-xdist does not (``parity.xdist_groups``)."""
+    from parity.xdist_groups import name_groups_in_node_ids, scheduled_by_group
 
+    if scheduled_by_group(session.config):
         name_groups_in_node_ids(session.items)
 
 

@@ -120,3 +120,19 @@ def test_tests_sharing_a_module_fixture_run_on_one_worker(tmp_path):
     assert len({worker for _, _, worker in sharing}) == 1, sharing
     assert all(nodeid.endswith("@" + nodeid.split("::")[0]) for _, nodeid, _ in sharing)
     assert not any("@" in nodeid for _, nodeid, _ in alone), alone
+
+
+def test_a_bare_n_schedules_a_zoo_models_cases_as_its_group(tmp_path):
+    """``pytest -n 2`` with no ``--dist`` (``make test``'s): each worker names the zoo
+    model's group in the node ids it reports, which is what the controller schedules
+    by; without it both workers would build the same chain (parity.xdist_groups)."""
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "pytest", "parity/test_chain_logits.py", "-k",
+               "tiny-random-llama-reauthored_std and not chunked", "-n", str(WORKERS), "-q",
+               "-p", "no:cacheprovider"]  # fmt: skip
+    env = {**os.environ, "PARITY_RESULTS": str(results)}
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    tests = {row["test"] for row in load_results(results).rows}
+    assert len(tests) >= 3, tests
+    assert all(test.endswith("]@tiny-random-llama") for test in tests), tests

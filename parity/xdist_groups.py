@@ -8,10 +8,15 @@ running one of them would otherwise set up again (test_xdist's sub-session and
 test_litert_standard's plan, a minute or two each).
 
 The controller reads a test's group from an ``@group`` suffix of the node id the
-worker reports. pytest-xdist 3.8 writes it to ``item._nodeid``, which pytest 9.2's
-structured node ids no longer read, so the groups are silently lost
-(pytest-dev/pytest-xdist#1386, open); ``name_groups_in_node_ids`` writes it where
-pytest reads it.
+worker reports. Two things lost every group here, silently (the tests were handed
+out one by one, and both workers built SmolLM2's chain):
+
+- a worker parses the command line again and never sees the ``--dist loadgroup``
+  the root conftest makes of a bare ``-n``, so pytest-xdist's worker does not
+  name the groups: the controller tells each worker (``tell_worker_the_schedule``);
+- pytest-xdist 3.8 writes the suffix to ``item._nodeid``, which pytest 9.2's
+  structured node ids no longer read (pytest-dev/pytest-xdist#1386, open):
+  ``name_groups_in_node_ids`` writes it where pytest reads it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,22 @@ import pytest
 
 PER_MODULE_SCOPES = ("module", "class", "package")
 GROUP_MARK = "xdist_group"
+# The key of a worker's ``workerinput`` that says the controller schedules by group.
+LOADGROUP_INPUT = "parity_loadgroup"
+
+
+def tell_worker_the_schedule(node) -> None:
+    """On the controller (pytest-xdist's ``pytest_configure_node``): records in the
+    worker's input whether the controller's schedule is ``loadgroup``."""
+    node.workerinput[LOADGROUP_INPUT] = node.config.getvalue("dist") == "loadgroup"
+
+
+def scheduled_by_group(config) -> bool:
+    """True in a pytest-xdist worker whose controller schedules by ``xdist_group``."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return False  # not a worker: no node ids are sent anywhere
+    return bool(workerinput.get(LOADGROUP_INPUT) or getattr(config.option, "loadgroup", False))
 
 
 def group_tests_sharing_module_fixtures(items: list[pytest.Item]) -> None:

@@ -18,7 +18,8 @@ CI_PROFILE = "ci"
 
 
 def pytest_command(junit_path: Path, extra: list[str] | None = None) -> list[str]:
-    """The gate's pytest command (the Makefile's ``make test``), with JUnit output."""
+    """The gate's pytest command (the Makefile's ``make test``, in one process unless
+    ``extra`` holds ``-n``), with JUnit output."""
     return [
         sys.executable, "-m", "pytest", *SUITES, f"--hypothesis-profile={CI_PROFILE}",
         f"--junitxml={junit_path}", *(extra or []),
